@@ -1,1 +1,3 @@
-//! (being written)
+//! The `dax` command line. (Being written by the engine work.)
+pub mod gate;
+pub mod plugin;
