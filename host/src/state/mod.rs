@@ -1,1 +1,519 @@
-//! (being written)
+//! The durable per-deployment journal.
+//!
+//! Layout: `STATE_DIR/deployments/ID/journal.jsonl` (written only by the process running the
+//! deployment) and `STATE_DIR/deployments/ID/control.jsonl` (appended by `dax promote` /
+//! `dax abort` from other processes, polled by the engine). `STATE_DIR` is `--state-dir`,
+//! else `$DAX_STATE_DIR`, else `~/.local/state/dax`.
+//!
+//! Why an fsync'd append-only JSON-lines file rather than an embedded database:
+//! - **simple**: one writer per deployment, appends only; no schema migrations, no
+//!   compaction, no locking between the thousands of deployments of one host;
+//! - **inspectable**: `cat`, `tail -f`, `jq` show exactly what the engine decided and did;
+//! - **crash-safe**: each record is one line written with a single `write` and then
+//!   `fdatasync`ed before the engine acts on it. A crash can only tear the *last* line; the
+//!   reader ignores a final line that has no newline or does not parse (the torn-last-line
+//!   rule) and the writer truncates it away before appending again. A bad line anywhere
+//!   else is corruption and is reported, never skipped.
+//!
+//! Records are redacted (`config::secrets`) before they reach the disk, and the deployment
+//! file is stored as written (with `${env:..}` references, not their values).
+
+use crate::config::secrets;
+use crate::contract::{FinalStatus, Outcome, Step, WorkloadStatus};
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The state directory: `--state-dir`, `$DAX_STATE_DIR`, or `~/.local/state/dax`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DAX_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::state_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from(".dax-state"))
+        .join("dax")
+}
+
+/// Who made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecidedBy {
+    Strategy,
+    /// The engine overrode the strategy (progress deadline, strategy fault, abort).
+    Engine,
+    /// An operator (`dax promote` / `dax abort`).
+    Operator,
+}
+
+/// One plugin as resolved when the deployment started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub source: String,
+    pub role: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub digest: String,
+}
+
+/// What happened. Appended before an action is executed (`decision`) and after (`outcome`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    Created {
+        id: String,
+        app: String,
+        version: String,
+        namespace: String,
+        /// The deployment file's path and folder, and its text as written.
+        file: String,
+        base_dir: String,
+        config: String,
+        pid: u32,
+    },
+    PluginsResolved {
+        plugins: BTreeMap<String, PluginRecord>,
+    },
+    /// Scanners ran and the gate policy decided.
+    Gate {
+        passed: bool,
+        summary: String,
+        #[serde(default)]
+        detail: serde_json::Value,
+    },
+    /// The next step, decided and about to be executed. `state` is the strategy's blob
+    /// after this decision (hex), what `next` gets on resume.
+    Decision {
+        n: u64,
+        step: Step,
+        state: String,
+        note: String,
+        by: DecidedBy,
+    },
+    /// The result of executing decision `n`.
+    Outcome {
+        n: u64,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
+    /// Waiting for an operator (approval step, or an inconclusive analysis).
+    Paused {
+        n: u64,
+        reason: String,
+    },
+    /// A control record (`dax promote`/`dax abort`) was consumed.
+    Control {
+        index: usize,
+        action: ControlAction,
+    },
+    /// The host restarted the deployment from its journal and looked at the target.
+    Resumed {
+        pid: u32,
+        stable: Option<WorkloadStatus>,
+        candidate: Option<WorkloadStatus>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+    Finished {
+        status: FinalStatus,
+        reason: String,
+    },
+}
+
+/// One line of a journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    /// Rollout clock: ms since the rollout started, across resumes.
+    pub elapsed_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlAction {
+    Promote,
+    Abort,
+}
+
+/// A request from another process (`dax promote ID`, `dax abort ID`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlRecord {
+    pub action: ControlAction,
+    pub ts: DateTime<Utc>,
+    #[serde(default)]
+    pub by: String,
+}
+
+/// Whether appends are fsync'd. Only benchmarks and throwaway tests turn it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Fsync,
+    Buffered,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+    pub durability: Durability,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir {
+            root: root.into(),
+            durability: Durability::Fsync,
+        }
+    }
+
+    pub fn deployment_dir(&self, id: &str) -> PathBuf {
+        self.root.join("deployments").join(id)
+    }
+
+    fn check_id(id: &str) -> anyhow::Result<()> {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || id.starts_with('.')
+        {
+            bail!("invalid deployment id `{id}`: use letters, digits, `-`, `_` and `.`");
+        }
+        Ok(())
+    }
+
+    /// Start a new journal. Fails if `id` exists.
+    pub fn create(&self, id: &str) -> anyhow::Result<Journal> {
+        Self::check_id(id)?;
+        let dir = self.deployment_dir(id);
+        if dir.join("journal.jsonl").exists() {
+            bail!(
+                "deployment `{id}` already exists in {}",
+                self.root.display()
+            );
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Journal::open_append(id, &dir, 0, self.durability)
+    }
+
+    /// Read a journal (torn-last-line rule applied) and open it for appending.
+    pub fn open(&self, id: &str) -> anyhow::Result<(Journal, Vec<Record>)> {
+        let (records, good_len) = self.read_with_len(id)?;
+        let path = self.deployment_dir(id).join("journal.jsonl");
+        // Drop a torn last line so the next append starts on a fresh line.
+        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        if f.metadata()?.len() != good_len {
+            f.set_len(good_len)?;
+            f.sync_data()?;
+        }
+        let next = records.last().map(|r| r.seq + 1).unwrap_or(0);
+        let j = Journal::open_append(id, &self.deployment_dir(id), next, self.durability)?;
+        Ok((j, records))
+    }
+
+    /// The records of a journal (read-only).
+    pub fn read(&self, id: &str) -> anyhow::Result<Vec<Record>> {
+        Ok(self.read_with_len(id)?.0)
+    }
+
+    fn read_with_len(&self, id: &str) -> anyhow::Result<(Vec<Record>, u64)> {
+        Self::check_id(id)?;
+        let path = self.deployment_dir(id).join("journal.jsonl");
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "no deployment `{id}` in {} (see `dax history`, or pass --state-dir)",
+                    self.root.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot read {}: {e}", path.display())
+            }
+        })?;
+        parse_journal(&bytes).with_context(|| format!("journal {}", path.display()))
+    }
+
+    /// IDs of every deployment, oldest first.
+    pub fn list(&self) -> anyhow::Result<Vec<String>> {
+        let dir = self.root.join("deployments");
+        let mut out: Vec<(Option<std::time::SystemTime>, String)> = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        for e in entries.flatten() {
+            if e.path().join("journal.jsonl").exists() {
+                let created = e
+                    .path()
+                    .join("journal.jsonl")
+                    .metadata()
+                    .and_then(|m| m.created().or(m.modified()))
+                    .ok();
+                out.push((created, e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Append a control record for a running (or interrupted) deployment.
+    pub fn send_control(&self, id: &str, action: ControlAction) -> anyhow::Result<()> {
+        Self::check_id(id)?;
+        let dir = self.deployment_dir(id);
+        if !dir.join("journal.jsonl").exists() {
+            bail!(
+                "no deployment `{id}` in {} (see `dax history`)",
+                self.root.display()
+            );
+        }
+        let rec = ControlRecord {
+            action,
+            ts: Utc::now(),
+            by: std::env::var("USER").unwrap_or_default(),
+        };
+        let mut line = serde_json::to_string(&rec)?;
+        line.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("control.jsonl"))?;
+        f.write_all(line.as_bytes())?;
+        f.sync_data()?;
+        Ok(())
+    }
+
+    /// Every complete control record so far.
+    pub fn read_control(&self, id: &str) -> Vec<ControlRecord> {
+        let Ok(text) = std::fs::read_to_string(self.deployment_dir(id).join("control.jsonl"))
+        else {
+            return Vec::new();
+        };
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect()
+    }
+}
+
+/// Parse journal bytes; returns the records and the length of the well-formed prefix.
+pub fn parse_journal(bytes: &[u8]) -> anyhow::Result<(Vec<Record>, u64)> {
+    let mut records = Vec::new();
+    let mut good_len = 0u64;
+    let mut pos = 0usize;
+    let mut line_no = 0;
+    while pos < bytes.len() {
+        line_no += 1;
+        let end = bytes[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i);
+        let Some(end) = end else {
+            break; // torn: no newline
+        };
+        let line = &bytes[pos..end];
+        match serde_json::from_slice::<Record>(line) {
+            Ok(r) => {
+                records.push(r);
+                good_len = (end + 1) as u64;
+            }
+            Err(e) => {
+                if end + 1 >= bytes.len() {
+                    break; // torn last line
+                }
+                bail!("line {line_no} is corrupt ({e}); it is not the last line, so this is not a torn write");
+            }
+        }
+        pos = end + 1;
+    }
+    Ok((records, good_len))
+}
+
+/// An open journal. Cheap to clone; appends are serialized.
+#[derive(Clone)]
+pub struct Journal {
+    pub id: String,
+    inner: Arc<Mutex<JournalFile>>,
+    durability: Durability,
+}
+
+struct JournalFile {
+    file: std::fs::File,
+    next_seq: u64,
+}
+
+impl Journal {
+    fn open_append(
+        id: &str,
+        dir: &Path,
+        next_seq: u64,
+        durability: Durability,
+    ) -> anyhow::Result<Self> {
+        let path = dir.join("journal.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Journal {
+            id: id.to_string(),
+            inner: Arc::new(Mutex::new(JournalFile { file, next_seq })),
+            durability,
+        })
+    }
+
+    /// Append one event and make it durable before returning.
+    pub async fn append(&self, elapsed_ms: u64, event: Event) -> anyhow::Result<Record> {
+        let inner = self.inner.clone();
+        let durability = self.durability;
+        let write = move || -> anyhow::Result<Record> {
+            let mut f = inner.lock().unwrap_or_else(|e| e.into_inner());
+            let record = Record {
+                seq: f.next_seq,
+                ts: Utc::now(),
+                elapsed_ms,
+                event,
+            };
+            let mut value = serde_json::to_value(&record)?;
+            secrets::redact_json(&mut value);
+            let mut line = serde_json::to_string(&value)?;
+            line.push('\n');
+            // One write call per record: a crash tears at most this line.
+            f.file.write_all(line.as_bytes())?;
+            if durability == Durability::Fsync {
+                f.file.sync_data()?;
+            }
+            f.next_seq += 1;
+            Ok(record)
+        };
+        match durability {
+            Durability::Fsync => tokio::task::spawn_blocking(write).await?,
+            // No fsync: the write is a short syscall into the page cache.
+            Durability::Buffered => write(),
+        }
+        .with_context(|| format!("cannot append to the journal of `{}`", self.id))
+    }
+}
+
+/// A new deployment ID: `APP-YYYYMMDD-HHMMSS-XXXX`.
+pub fn new_id(app: &str) -> String {
+    let app: String = app
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!(
+        "{}-{}-{:04x}",
+        app,
+        Utc::now().format("%Y%m%d-%H%M%S"),
+        rand::random::<u16>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn append_read_and_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        let j = sd.create("d1").unwrap();
+        j.append(
+            0,
+            Event::Paused {
+                n: 1,
+                reason: "a".into(),
+            },
+        )
+        .await
+        .unwrap();
+        j.append(
+            5,
+            Event::Paused {
+                n: 2,
+                reason: "b".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let path = sd.deployment_dir("d1").join("journal.jsonl");
+        // Simulate a crash in the middle of the third write.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"seq\":2,\"ts\":").unwrap();
+        let recs = sd.read("d1").unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].elapsed_ms, 5);
+        let (j, recs) = sd.open("d1").unwrap();
+        assert_eq!(recs.len(), 2);
+        let r = j
+            .append(
+                9,
+                Event::Paused {
+                    n: 3,
+                    reason: "c".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.seq, 2);
+        let recs = sd.read("d1").unwrap();
+        assert_eq!(recs.len(), 3, "torn line was truncated before the append");
+        // Corruption in the middle is an error, not silently skipped.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("\"seq\":1", "\"seq\":x", 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(sd.read("d1").unwrap_err().to_string().contains("journal"));
+    }
+
+    #[tokio::test]
+    async fn secrets_are_redacted_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        secrets::register("hunter2-secret-token");
+        let j = sd.create("d2").unwrap();
+        j.append(
+            0,
+            Event::Paused {
+                n: 1,
+                reason: "token hunter2-secret-token".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(sd.deployment_dir("d2").join("journal.jsonl")).unwrap();
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("token ***"));
+    }
+
+    #[test]
+    fn control_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        assert!(sd.send_control("nope", ControlAction::Abort).is_err());
+        drop(sd.create("d3").unwrap());
+        sd.send_control("d3", ControlAction::Promote).unwrap();
+        sd.send_control("d3", ControlAction::Abort).unwrap();
+        let c = sd.read_control("d3");
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].action, ControlAction::Abort);
+        assert_eq!(sd.list().unwrap(), vec!["d3".to_string()]);
+    }
+}
