@@ -18,7 +18,7 @@
 use crate::analysis::{classify, Verdict};
 use crate::params::{decode_state, encode_state, format_ms, ScoreThresholds};
 use crate::types::*;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// What to do when the webhooks of a phase do not all answer 2xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +163,7 @@ pub struct Ctx {
 
 /// A strategy as a program over [`Op`]s.
 pub trait Spec {
-    type Params: DeserializeOwned;
+    type Params;
     /// Parse and validate the params (errors name the field).
     fn parse(params: &str) -> Result<Self::Params, Error>;
     fn config(p: &Self::Params) -> Config;
