@@ -222,6 +222,10 @@ pub struct RunState {
     stable_restore: Option<u32>,
     ctx: Ctx,
     promoted: bool,
+    /// Set when the stable replica count could not be restored during a rollback: the
+    /// rollout then ends `failed` so the operator looks at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollback_problem: Option<String>,
 }
 
 enum Action {
@@ -295,6 +299,7 @@ pub fn start<S: Spec>(params: &str) -> Result<Decision, Error> {
         stable_restore: None,
         ctx: Ctx::default(),
         promoted: false,
+        rollback_problem: None,
     };
     let program = S::program(&p, &st.ctx);
     let (step, note) = enter(&mut st, &program, &cfg, "start".into());
@@ -694,7 +699,12 @@ fn rollback_next(
         }
     };
     let prior = match last {
-        Outcome::Failed(e) => format!("rollback step failed: {e}"),
+        Outcome::Failed(e) => {
+            if stage == RollbackStage::RestoreStable {
+                st.rollback_problem = Some(format!("stable replicas not restored: {e}"));
+            }
+            format!("rollback step failed: {e}")
+        }
         _ => String::new(),
     };
     match after(st, stage) {
@@ -708,7 +718,12 @@ fn rollback_next(
         }
         None => {
             st.mode = Mode::Finished;
-            if let Outcome::Failed(e) = last {
+            if let Some(problem) = st.rollback_problem.clone() {
+                (
+                    Step::Finish(FinalStatus::Failed),
+                    format!("rolled back with a problem ({problem}): {reason}"),
+                )
+            } else if let Outcome::Failed(e) = last {
                 (
                     Step::Finish(FinalStatus::Failed),
                     format!("rollback failed: {e}"),

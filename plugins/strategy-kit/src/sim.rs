@@ -143,16 +143,27 @@ pub fn analysis(verdict: CheckVerdict) -> Outcome {
 }
 
 /// Run a strategy to its `finish` (or `max_steps`) with `script` answering every step.
+/// Starts from a world with 3 stable replicas.
 pub fn run<S: Spec>(
     params: &str,
+    script: impl FnMut(&Step, &World) -> Outcome,
+    max_steps: usize,
+) -> Result<Trace, Error> {
+    let world = World {
+        stable_replicas: 3,
+        ..Default::default()
+    };
+    run_from::<S>(params, world, script, max_steps)
+}
+
+/// [`run`] from a given initial world.
+pub fn run_from<S: Spec>(
+    params: &str,
+    mut world: World,
     mut script: impl FnMut(&Step, &World) -> Outcome,
     max_steps: usize,
 ) -> Result<Trace, Error> {
     let first = machine::start::<S>(params)?;
-    let mut world = World {
-        stable_replicas: 3,
-        ..Default::default()
-    };
     let mut current = first.clone();
     let mut records = Vec::new();
     let mut worlds = Vec::new();
