@@ -33,9 +33,9 @@ pub enum Answer {
 pub fn prom_duration(ms: u64) -> String {
     if ms == 0 {
         "1m".into()
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
