@@ -35,14 +35,21 @@ pub fn encode_query_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
 }
 
-fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, String> {
+fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("invalid URL `{url}`: expected scheme://host[:port]/path"))?;
@@ -78,9 +85,13 @@ fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) 
         .set_path_with_query(Some(path))
         .map_err(|_| format!("invalid path `{path}`"))?;
 
-    let outgoing_body = request.body().map_err(|_| "request body unavailable".to_string())?;
+    let outgoing_body = request
+        .body()
+        .map_err(|_| "request body unavailable".to_string())?;
     if let Some(bytes) = body {
-        let stream = outgoing_body.write().map_err(|_| "request body stream unavailable".to_string())?;
+        let stream = outgoing_body
+            .write()
+            .map_err(|_| "request body stream unavailable".to_string())?;
         for chunk in bytes.chunks(4096) {
             stream
                 .blocking_write_and_flush(chunk)
@@ -102,8 +113,12 @@ fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) 
         }
     };
     let status = incoming.status();
-    let body = incoming.consume().map_err(|_| "response body unavailable".to_string())?;
-    let stream = body.stream().map_err(|_| "response stream unavailable".to_string())?;
+    let body = incoming
+        .consume()
+        .map_err(|_| "response body unavailable".to_string())?;
+    let stream = body
+        .stream()
+        .map_err(|_| "response stream unavailable".to_string())?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -113,7 +128,10 @@ fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) 
         }
     }
     drop(stream);
-    Ok(Response { status, body: bytes })
+    Ok(Response {
+        status,
+        body: bytes,
+    })
 }
 
 fn describe_error(e: &wasi::http::types::ErrorCode) -> String {

@@ -33,6 +33,25 @@
 //! Build every plugin of the repository with `dax plugin build`; it picks a wasm toolchain
 //! and turns the core module into a component.
 
+// Each world exports the shared `plugin` interface, whose generated export macros are
+// crate-global: two roles in one build would define them twice. Cargo unifies features of
+// all packages built together, so build plugin crates one at a time.
+#[cfg(any(
+    all(
+        feature = "target",
+        any(feature = "scanner", feature = "metric-provider", feature = "strategy")
+    ),
+    all(
+        feature = "scanner",
+        any(feature = "metric-provider", feature = "strategy")
+    ),
+    all(feature = "metric-provider", feature = "strategy"),
+))]
+compile_error!(
+    "dax-sdk: plugins of different roles are being compiled in one cargo invocation, which unifies their \
+     role features; build (and test) plugin crates one at a time with `-p NAME` (`dax plugin build` does this)"
+);
+
 /// Everything a plugin of one role needs, generated from its world: the WIT types, the
 /// `plugin` export (`PluginGuest`), the role's export (`Guest`), logging and helpers.
 macro_rules! role_module {
@@ -96,8 +115,22 @@ macro_rules! role_module {
     };
 }
 
-role_module!("target", target, "dax:plugin/target-plugin", "export_target", "dax_sdk::target::bindings", target);
-role_module!("scanner", scanner, "dax:plugin/scanner-plugin", "export_scanner", "dax_sdk::scanner::bindings", scanner);
+role_module!(
+    "target",
+    target,
+    "dax:plugin/target-plugin",
+    "export_target",
+    "dax_sdk::target::bindings",
+    target
+);
+role_module!(
+    "scanner",
+    scanner,
+    "dax:plugin/scanner-plugin",
+    "export_scanner",
+    "dax_sdk::scanner::bindings",
+    scanner
+);
 role_module!(
     "metric-provider",
     metric_provider,
@@ -106,7 +139,14 @@ role_module!(
     "dax_sdk::metric_provider::bindings",
     metric_provider
 );
-role_module!("strategy", strategy, "dax:plugin/strategy-plugin", "export_strategy", "dax_sdk::strategy::bindings", strategy);
+role_module!(
+    "strategy",
+    strategy,
+    "dax:plugin/strategy-plugin",
+    "export_strategy",
+    "dax_sdk::strategy::bindings",
+    strategy
+);
 
 /// Export a target plugin: `dax_sdk::export_target!(MyTarget);`
 #[cfg(feature = "target")]

@@ -119,15 +119,21 @@ pub mod duration_str {
         let mut total_ms: u128 = 0;
         let mut rest = t;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!("invalid duration `{text}`: write e.g. \"30s\", \"500ms\" or \"2m\""));
+                return Err(format!(
+                    "invalid duration `{text}`: write e.g. \"30s\", \"500ms\" or \"2m\""
+                ));
             }
             let n: u128 = rest[..digits]
                 .parse()
                 .map_err(|_| format!("invalid duration `{text}`"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let factor = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -138,7 +144,11 @@ pub mod duration_str {
                         "invalid duration `{text}`: missing unit (ms, s, m or h)"
                     ))
                 }
-                u => return Err(format!("invalid duration `{text}`: unknown unit `{u}` (use ms, s, m or h)")),
+                u => {
+                    return Err(format!(
+                        "invalid duration `{text}`: unknown unit `{u}` (use ms, s, m or h)"
+                    ))
+                }
             };
             total_ms += n * factor;
             rest = &rest[unit_len..];

@@ -1,0 +1,30 @@
+//! Embeds the first-party plugin components found in `host/builtin/*.wasm` into the `dax`
+//! binary, so `cargo run` works without any wasm toolchain. `dax plugin build --embed`
+//! refreshes those files from the sources under `plugins/`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("builtin");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    entries.retain(|p| p.extension().is_some_and(|e| e == "wasm"));
+    entries.sort();
+    let mut code = String::from("/// (name, component bytes) of every embedded plugin.\npub static BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
+    for path in &entries {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let name = path.file_stem().unwrap().to_string_lossy();
+        writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
+    code.push_str("];\n");
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("builtin_plugins.rs");
+    std::fs::write(out, code).unwrap();
+}

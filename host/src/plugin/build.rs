@@ -1,0 +1,527 @@
+//! `dax plugin build`: compile every plugin crate in the repository into a Wasm component.
+//!
+//! Toolchain choice, in order:
+//! 1. rustup with the `wasm32-wasip2` target installed: `cargo build --target wasm32-wasip2`
+//!    links a component directly.
+//! 2. Debian's Rust (`rustc-web`, `cargo-web`, `rust-web-src`, `lld-19`, `wasi-libc`): build
+//!    std for `wasm32-wasip1` from source and link with `wasm-ld`; installed automatically
+//!    when running as root. The core module is then turned into a component with
+//!    `wit-component` and the WASI preview1 *reactor* adapter matching this wasmtime.
+//!
+//! Rust plugin crates live in three cargo workspaces: `plugins/` (first-party, embedded in
+//! the binary with `--embed`), `examples/plugins/` and `tests/plugins/`. JavaScript plugins
+//! (`examples/plugins/js-*` with a `package.json`) are built with their own `npm run build`.
+
+use anyhow::{bail, Context as _};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian packages of the fallback toolchain.
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "lld-19",
+    "wasi-libc",
+];
+const DEBIAN_WASM_LD: &str = "/usr/lib/llvm-19/bin/wasm-ld";
+const DEBIAN_WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+
+/// The Rust plugin workspaces, relative to the repository root.
+pub const WORKSPACES: &[&str] = &["plugins", "examples/plugins", "tests/plugins"];
+/// Where embedded first-party components live (read by `host/build.rs`).
+pub const EMBED_DIR: &str = "host/builtin";
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub repo_root: PathBuf,
+    /// Where components are written (`target/plugins` by default).
+    pub out_dir: PathBuf,
+    /// Copy first-party components into `host/builtin/` and record their source hash.
+    pub embed: bool,
+    /// Build only these packages (all when empty).
+    pub only: Vec<String>,
+    /// Also build JavaScript example plugins (needs node + npm).
+    pub javascript: bool,
+    /// Workspaces to build, relative to the repository root (default: [`WORKSPACES`]).
+    pub workspaces: Vec<String>,
+}
+
+impl BuildOptions {
+    pub fn for_repo(repo_root: PathBuf) -> Self {
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root.join("target"));
+        BuildOptions {
+            out_dir: target_dir.join("plugins"),
+            repo_root,
+            embed: false,
+            only: Vec::new(),
+            javascript: true,
+            workspaces: WORKSPACES.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+}
+
+/// One component produced by a build.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuiltPlugin {
+    pub name: String,
+    pub workspace: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: usize,
+}
+
+/// Which compiler builds the plugins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Toolchain {
+    /// rustup's cargo with the wasm32-wasip2 target.
+    RustupWasip2,
+    /// Debian's rustc/cargo with std built from source for wasm32-wasip1.
+    DebianWasip1,
+}
+
+/// Find the repository root: the nearest ancestor of `start` holding `wit/` and `plugins/`.
+pub fn find_repo_root(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|d| d.join("wit").is_dir() && d.join("plugins").is_dir())
+        .map(Path::to_path_buf)
+}
+
+/// Pick a toolchain, installing Debian's when that is possible and needed.
+pub fn choose_toolchain(log: &mut dyn FnMut(&str)) -> anyhow::Result<Toolchain> {
+    let rustup_has_wasip2 = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip2")
+        })
+        .unwrap_or(false);
+    if rustup_has_wasip2 {
+        return Ok(Toolchain::RustupWasip2);
+    }
+    if debian_toolchain_present() {
+        return Ok(Toolchain::DebianWasip1);
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    let install = format!("apt-get install -y {}", DEBIAN_PACKAGES.join(" "));
+    if is_root && Path::new("/usr/bin/apt-get").exists() {
+        log(&format!(
+            "no wasm toolchain found; installing Debian's: {install}"
+        ));
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("(apt-get install -y -q {pk} || (apt-get update -q && apt-get install -y -q {pk})) >&2", pk = DEBIAN_PACKAGES.join(" ")))
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if status.success() && debian_toolchain_present() {
+            return Ok(Toolchain::DebianWasip1);
+        }
+        bail!("installing the Debian wasm toolchain failed; try `{install}` by hand");
+    }
+    bail!(
+        "no toolchain can build wasm plugins here. Either run `rustup target add wasm32-wasip2`, \
+         or on Debian/Ubuntu run `sudo {install}`"
+    )
+}
+
+fn debian_toolchain_present() -> bool {
+    [
+        "/usr/bin/rustc",
+        "/usr/bin/cargo",
+        DEBIAN_WASM_LD,
+        DEBIAN_WASI_LIBC,
+        DEBIAN_STD_SRC,
+    ]
+    .iter()
+    .all(|p| Path::new(p).exists())
+}
+
+/// Build every plugin crate (and JS plugin) into a component under `options.out_dir`.
+pub fn build_all(
+    options: &BuildOptions,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<BuiltPlugin>> {
+    let toolchain = choose_toolchain(log)?;
+    log(&format!(
+        "toolchain: {}",
+        match toolchain {
+            Toolchain::RustupWasip2 => "rustup wasm32-wasip2",
+            Toolchain::DebianWasip1 => "Debian rustc-web, wasm32-wasip1 + reactor adapter",
+        }
+    ));
+    std::fs::create_dir_all(&options.out_dir)?;
+    let target_dir = options
+        .out_dir
+        .parent()
+        .unwrap_or(&options.out_dir)
+        .join("wasm");
+    let mut built = Vec::new();
+    for workspace in &options.workspaces {
+        let dir = options.repo_root.join(workspace);
+        if !dir.join("Cargo.toml").is_file() {
+            continue;
+        }
+        let packages = cdylib_packages(&dir, &toolchain)?;
+        let wanted: Vec<_> = packages
+            .iter()
+            .filter(|(name, _)| options.only.is_empty() || options.only.iter().any(|o| o == name))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        log(&format!(
+            "building {} plugin(s) in {workspace}/",
+            wanted.len()
+        ));
+        for (package, lib_name) in wanted {
+            // One package per invocation: cargo would otherwise unify the SDK's role features.
+            cargo_build(&dir, &target_dir, &toolchain, &options.repo_root, package)?;
+            let triple = match toolchain {
+                Toolchain::RustupWasip2 => "wasm32-wasip2",
+                Toolchain::DebianWasip1 => "wasm32-wasip1",
+            };
+            let artifact = target_dir
+                .join(triple)
+                .join("release")
+                .join(format!("{lib_name}.wasm"));
+            let bytes = std::fs::read(&artifact)
+                .with_context(|| format!("reading {}", artifact.display()))?;
+            let component = componentize(&bytes)
+                .with_context(|| format!("turning {package} into a component"))?;
+            let path = options.out_dir.join(format!("{package}.wasm"));
+            std::fs::write(&path, &component)?;
+            built.push(BuiltPlugin {
+                name: package.clone(),
+                workspace: workspace.to_string(),
+                sha256: hex::encode(Sha256::digest(&component)),
+                bytes: component.len(),
+                path,
+            });
+        }
+    }
+    if options.javascript {
+        built.extend(build_javascript(options, log)?);
+    }
+    if options.embed {
+        embed(options, &built, log)?;
+    }
+    Ok(built)
+}
+
+/// `(package name, lib target name)` of every cdylib crate in a workspace.
+fn cdylib_packages(
+    workspace: &Path,
+    toolchain: &Toolchain,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let output = cargo_command(toolchain)
+        .current_dir(workspace)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .with_context(|| format!("running cargo metadata in {}", workspace.display()))?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed in {}: {}",
+            workspace.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut out = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let kinds = target["crate_types"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if kinds.iter().any(|k| k == "cdylib") {
+                let name = package["name"].as_str().unwrap_or_default().to_string();
+                out.push((
+                    name,
+                    target["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace('-', "_"),
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn cargo_command(toolchain: &Toolchain) -> Command {
+    let mut cmd = match toolchain {
+        Toolchain::RustupWasip2 => Command::new("cargo"),
+        Toolchain::DebianWasip1 => Command::new("/usr/bin/cargo"),
+    };
+    // Variables set by an outer `cargo run` would point the inner build at the wrong compiler.
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    if *toolchain == Toolchain::DebianWasip1 {
+        cmd.env("RUSTC", "/usr/bin/rustc");
+    }
+    cmd
+}
+
+fn cargo_build(
+    workspace: &Path,
+    target_dir: &Path,
+    toolchain: &Toolchain,
+    repo_root: &Path,
+    package: &str,
+) -> anyhow::Result<()> {
+    let mut cmd = cargo_command(toolchain);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--quiet", "-p", package])
+        .env("CARGO_TARGET_DIR", target_dir);
+    // Same bytes from the same sources wherever the repository is checked out, so CI can
+    // compare a rebuild with the embedded components.
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let remap = format!(
+        "--remap-path-prefix={}=/dax --remap-path-prefix={cargo_home}=/cargo",
+        repo_root.display()
+    );
+    match toolchain {
+        Toolchain::RustupWasip2 => {
+            cmd.args(["--target", "wasm32-wasip2"])
+                .env("RUSTFLAGS", remap);
+        }
+        Toolchain::DebianWasip1 => {
+            cmd.args(["--target", "wasm32-wasip1", "-Zbuild-std=std,panic_abort"])
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_WASM32_WASIP1_LINKER", DEBIAN_WASM_LD)
+                .env(
+                    "RUSTFLAGS",
+                    format!("-C link-self-contained=no -L {DEBIAN_WASI_LIBC} {remap}"),
+                );
+        }
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo build in {}", workspace.display()))?;
+    if !status.success() {
+        bail!(
+            "building plugin `{package}` in {} failed (see the compiler output above)",
+            workspace.display()
+        );
+    }
+    Ok(())
+}
+
+/// Turn a core module into a component; components (wasip2 builds) pass through.
+pub fn componentize(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    if bytes.len() >= 8 && bytes[4..8] != [1, 0, 0, 0] {
+        return Ok(bytes.to_vec());
+    }
+    let component = wit_component::ComponentEncoder::default()
+        .module(bytes)?
+        .adapter(
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .validate(true)
+        .encode()?;
+    Ok(component)
+}
+
+/// Build `examples/plugins/js-*` with npm (componentize-js), if node and npm are here.
+fn build_javascript(
+    options: &BuildOptions,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<BuiltPlugin>> {
+    let root = options.repo_root.join("examples/plugins");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("package.json").is_file())
+        .collect();
+    dirs.sort();
+    let mut built = Vec::new();
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !options.only.is_empty() && !options.only.contains(&name) {
+            continue;
+        }
+        if Command::new("npm").arg("--version").output().is_err() {
+            log(&format!("skipping {name}: npm is not installed (install Node.js to build JavaScript plugins)"));
+            continue;
+        }
+        log(&format!(
+            "building JavaScript plugin {name} (componentize-js)"
+        ));
+        let out = options.out_dir.join(format!("{name}.wasm"));
+        let npm = |args: &[&str]| -> anyhow::Result<()> {
+            let status = Command::new("npm")
+                .args(args)
+                .current_dir(&dir)
+                .env("DAX_PLUGIN_OUT", &out)
+                .status()?;
+            if !status.success() {
+                bail!("`npm {}` failed in {}", args.join(" "), dir.display());
+            }
+            Ok(())
+        };
+        if !dir.join("node_modules").is_dir() {
+            npm(&["install", "--no-audit", "--no-fund"])?;
+        }
+        npm(&["run", "build"])?;
+        let component = std::fs::read(&out)
+            .with_context(|| format!("{} did not produce {}", name, out.display()))?;
+        built.push(BuiltPlugin {
+            name,
+            workspace: "examples/plugins".into(),
+            sha256: hex::encode(Sha256::digest(&component)),
+            bytes: component.len(),
+            path: out,
+        });
+    }
+    Ok(built)
+}
+
+/// sha256 over every input of the first-party plugins: the WIT, the SDK and `plugins/`.
+pub fn source_hash(repo_root: &Path) -> anyhow::Result<String> {
+    let mut files = Vec::new();
+    for dir in ["wit", "sdk", "plugins"] {
+        collect_files(&repo_root.join(dir), &mut files)?;
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let relative = file.strip_prefix(repo_root).unwrap_or(&file);
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(std::fs::read(&file)?);
+        hasher.update([0]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name == "target" || name.starts_with('.') || name == "node_modules" {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+const SOURCES_FILE: &str = "SOURCES";
+
+fn embed(
+    options: &BuildOptions,
+    built: &[BuiltPlugin],
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let dir = options.repo_root.join(EMBED_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let mut manifest = format!(
+        "# Written by `dax plugin build --embed`. `dax plugin build --check` fails when these no longer\n\
+         # match the sources. sources-sha256 covers wit/, sdk/ and plugins/.\nsources-sha256 {}\n",
+        source_hash(&options.repo_root)?
+    );
+    for plugin in built.iter().filter(|p| p.workspace == "plugins") {
+        std::fs::copy(&plugin.path, dir.join(format!("{}.wasm", plugin.name)))?;
+        manifest.push_str(&format!("{} {}\n", plugin.name, plugin.sha256));
+        log(&format!(
+            "embedded {} ({} KiB)",
+            plugin.name,
+            plugin.bytes / 1024
+        ));
+    }
+    std::fs::write(dir.join(SOURCES_FILE), manifest)?;
+    Ok(())
+}
+
+/// What `--check` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub sources_current: bool,
+    /// Embedded components whose rebuild differs (only when a rebuild was done).
+    pub differing: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+/// Prove the embedded components come from the current sources: the recorded source hash
+/// must match, and each embedded component must equal a fresh rebuild byte for byte.
+pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Result<CheckReport> {
+    let dir = repo_root.join(EMBED_DIR);
+    let manifest = std::fs::read_to_string(dir.join(SOURCES_FILE)).with_context(|| {
+        format!(
+            "{}/{SOURCES_FILE} is missing; run `dax plugin build --embed`",
+            EMBED_DIR
+        )
+    })?;
+    let recorded = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("sources-sha256 "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut report = CheckReport {
+        sources_current: recorded == source_hash(repo_root)?,
+        ..Default::default()
+    };
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("sources-sha256"))
+    {
+        let Some((name, digest)) = line.split_once(' ') else {
+            continue;
+        };
+        let embedded =
+            std::fs::read(dir.join(format!("{name}.wasm"))).map(|b| hex::encode(Sha256::digest(b)));
+        if embedded.as_deref().ok() != Some(digest) {
+            report.differing.push(format!(
+                "{name} (embedded file does not match {SOURCES_FILE})"
+            ));
+        }
+        match rebuilt.iter().find(|p| p.name == name) {
+            Some(p) if p.sha256 != digest => report.differing.push(name.to_string()),
+            Some(_) => {}
+            None if !rebuilt.is_empty() => report.missing.push(name.to_string()),
+            None => {}
+        }
+    }
+    for p in rebuilt.iter().filter(|p| p.workspace == "plugins") {
+        if !manifest
+            .lines()
+            .any(|l| l.split(' ').next() == Some(p.name.as_str()))
+        {
+            report.missing.push(p.name.clone());
+        }
+    }
+    Ok(report)
+}

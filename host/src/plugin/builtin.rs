@@ -1,0 +1,35 @@
+//! First-party plugins embedded in the binary (`builtin:NAME` sources).
+//!
+//! The bytes come from `host/builtin/*.wasm`, written by `dax plugin build --embed` from the
+//! sources under `plugins/`; `host/builtin/SOURCES` records the sha256 of those sources so
+//! CI can prove the embedded artifacts are current (`dax plugin build --check`).
+
+include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+
+/// The component bytes of an embedded plugin.
+pub fn wasm(name: &str) -> Option<&'static [u8]> {
+    BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
+}
+
+/// Names of the embedded Wasm plugins.
+pub fn names() -> Vec<&'static str> {
+    BUILTIN_PLUGINS.iter().map(|(n, _)| *n).collect()
+}
+
+/// Host-native builtins: implemented in Rust inside the host rather than as Wasm, because
+/// they need what no plugin is granted (spawning processes, serving a proxy).
+pub const NATIVE: &[(&str, crate::contract::PluginRole, &str)] = &[
+    (
+        "local",
+        crate::contract::PluginRole::Target,
+        "Runs each version as local processes behind the host's weighted HTTP proxy",
+    ),
+    (
+        "local-metrics",
+        crate::contract::PluginRole::MetricProvider,
+        "Request success rate and latency measured by the local target's proxy",
+    ),
+];

@@ -1,0 +1,575 @@
+//! The contract traits implemented by Wasm plugins: each call converts the host's plain
+//! types to the generated bindings, runs in the sandbox, and converts the answer back.
+
+use super::bindings::{self, wit_types as wit};
+use super::{LoadedPlugin, World};
+use crate::contract::{self as c, CallError, CallResult};
+use bindings::metric_provider::exports::dax::plugin::metric_provider as wmetric;
+use bindings::scanner::exports::dax::plugin::scanner as wscan;
+use bindings::strategy::exports::dax::plugin::strategy as wstrat;
+use bindings::target::exports::dax::plugin::target as wtarget;
+use wasmtime::Store;
+
+type PluginState = super::sandbox::PluginState;
+
+impl World {
+    pub(crate) async fn describe(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> wasmtime::Result<c::PluginInfo> {
+        let info = match self {
+            World::Target(w) => w.dax_plugin_plugin().call_describe(store).await?,
+            World::Scanner(w) => w.dax_plugin_plugin().call_describe(store).await?,
+            World::MetricProvider(w) => w.dax_plugin_plugin().call_describe(store).await?,
+            World::Strategy(w) => w.dax_plugin_plugin().call_describe(store).await?,
+        };
+        Ok(c::PluginInfo {
+            name: info.name,
+            version: info.version,
+            role: match info.role {
+                wit::PluginRole::Target => c::PluginRole::Target,
+                wit::PluginRole::Scanner => c::PluginRole::Scanner,
+                wit::PluginRole::MetricProvider => c::PluginRole::MetricProvider,
+                wit::PluginRole::Strategy => c::PluginRole::Strategy,
+            },
+            description: info.description,
+            config_schema: info.config_schema,
+        })
+    }
+
+    pub(crate) async fn validate_config(
+        &self,
+        store: &mut Store<PluginState>,
+        config: &str,
+    ) -> wasmtime::Result<Vec<c::ConfigProblem>> {
+        let problems = match self {
+            World::Target(w) => {
+                w.dax_plugin_plugin()
+                    .call_validate_config(store, config)
+                    .await?
+            }
+            World::Scanner(w) => {
+                w.dax_plugin_plugin()
+                    .call_validate_config(store, config)
+                    .await?
+            }
+            World::MetricProvider(w) => {
+                w.dax_plugin_plugin()
+                    .call_validate_config(store, config)
+                    .await?
+            }
+            World::Strategy(w) => {
+                w.dax_plugin_plugin()
+                    .call_validate_config(store, config)
+                    .await?
+            }
+        };
+        Ok(problems
+            .into_iter()
+            .map(|p| c::ConfigProblem {
+                field: p.field,
+                message: p.message,
+            })
+            .collect())
+    }
+}
+
+fn plugin_error(plugin: &LoadedPlugin, e: wit::PluginError) -> CallError {
+    let error = match e {
+        wit::PluginError::InvalidConfig(m) => c::PluginError::InvalidConfig(m),
+        wit::PluginError::InvalidInput(m) => c::PluginError::InvalidInput(m),
+        wit::PluginError::Unavailable(m) => c::PluginError::Unavailable(m),
+        wit::PluginError::NotFound(m) => c::PluginError::NotFound(m),
+        wit::PluginError::Unsupported(m) => c::PluginError::Unsupported(m),
+        wit::PluginError::Internal(m) => c::PluginError::Internal(m),
+    };
+    CallError::Plugin {
+        plugin: plugin.name().to_string(),
+        error,
+    }
+}
+
+/// Refuse answers larger than the plugin's `limits.max_output_kib`.
+fn check_size<T: serde::Serialize>(plugin: &LoadedPlugin, value: &T) -> CallResult<()> {
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0);
+    if size > plugin.max_output_bytes() {
+        return Err(CallError::Fault {
+            plugin: plugin.name().to_string(),
+            reason: format!(
+                "returned {} KiB, more than its limit of {} KiB (limits.max_output_kib of [plugins.{}])",
+                size / 1024,
+                plugin.max_output_bytes() / 1024,
+                plugin.name()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Unwrap the world a role implementation was built for (checked at construction).
+macro_rules! world {
+    ($world:expr, $variant:ident) => {
+        match $world {
+            World::$variant(w) => w,
+            _ => unreachable!("role checked when the plugin object was created"),
+        }
+    };
+}
+
+// ---------------------------------------------------------------- shared conversions
+
+fn to_wit_slot(s: c::Slot) -> wit::Slot {
+    match s {
+        c::Slot::Stable => wit::Slot::Stable,
+        c::Slot::Candidate => wit::Slot::Candidate,
+    }
+}
+
+fn from_wit_slot(s: wit::Slot) -> c::Slot {
+    match s {
+        wit::Slot::Stable => c::Slot::Stable,
+        wit::Slot::Candidate => c::Slot::Candidate,
+    }
+}
+
+fn to_wit_split(s: &c::TrafficSplit) -> wit::TrafficSplit {
+    wit::TrafficSplit {
+        candidate_weight: s.candidate_weight,
+        matches: s
+            .matches
+            .iter()
+            .map(|m| wit::RequestMatch {
+                source: match m.source {
+                    c::MatchSource::Header => wit::MatchSource::Header,
+                    c::MatchSource::Cookie => wit::MatchSource::Cookie,
+                },
+                name: m.name.clone(),
+                value: match &m.value {
+                    c::StringMatch::Exact(v) => wit::StringMatch::Exact(v.clone()),
+                    c::StringMatch::Prefix(v) => wit::StringMatch::Prefix(v.clone()),
+                    c::StringMatch::Suffix(v) => wit::StringMatch::Suffix(v.clone()),
+                    c::StringMatch::Regex(v) => wit::StringMatch::Regex(v.clone()),
+                },
+            })
+            .collect(),
+        mirror_percent: s.mirror_percent,
+    }
+}
+
+fn from_wit_split(s: wit::TrafficSplit) -> c::TrafficSplit {
+    c::TrafficSplit {
+        candidate_weight: s.candidate_weight,
+        matches: s
+            .matches
+            .into_iter()
+            .map(|m| c::RequestMatch {
+                source: match m.source {
+                    wit::MatchSource::Header => c::MatchSource::Header,
+                    wit::MatchSource::Cookie => c::MatchSource::Cookie,
+                },
+                name: m.name,
+                value: match m.value {
+                    wit::StringMatch::Exact(v) => c::StringMatch::Exact(v),
+                    wit::StringMatch::Prefix(v) => c::StringMatch::Prefix(v),
+                    wit::StringMatch::Suffix(v) => c::StringMatch::Suffix(v),
+                    wit::StringMatch::Regex(v) => c::StringMatch::Regex(v),
+                },
+            })
+            .collect(),
+        mirror_percent: s.mirror_percent,
+    }
+}
+
+// ---------------------------------------------------------------- target
+
+pub(crate) struct WasmTarget {
+    plugin: LoadedPlugin,
+    config: String,
+}
+
+impl WasmTarget {
+    pub(crate) fn new(plugin: LoadedPlugin, config: serde_json::Value) -> Self {
+        WasmTarget {
+            plugin,
+            config: config.to_string(),
+        }
+    }
+
+    async fn unit_call(
+        &self,
+        f: impl for<'a> FnOnce(
+                &'a mut Store<PluginState>,
+                &'a wtarget::Guest,
+                &'a str,
+            ) -> super::CallFuture<'a, Result<(), wit::PluginError>>
+            + Send
+            + 'static,
+    ) -> CallResult<()> {
+        let config = self.config.clone();
+        let result = self
+            .plugin
+            .call(move |store, world| {
+                let guest = world!(world, Target).dax_plugin_target();
+                Box::pin(async move { f(store, guest, &config).await })
+            })
+            .await?;
+        result.map_err(|e| plugin_error(&self.plugin, e))
+    }
+}
+
+#[async_trait::async_trait]
+impl c::Target for WasmTarget {
+    async fn deploy(&self, w: &c::Workload) -> CallResult<()> {
+        let w = wtarget::Workload {
+            app: w.app.clone(),
+            version: w.version.clone(),
+            artifact: w.artifact.clone(),
+            replicas: w.replicas,
+            spec: w.spec.clone(),
+        };
+        self.unit_call(move |store, g, config| {
+            Box::pin(async move { g.call_deploy(store, config, &w).await })
+        })
+        .await
+    }
+
+    async fn set_traffic(&self, app: &str, split: &c::TrafficSplit) -> CallResult<()> {
+        let (app, split) = (app.to_string(), to_wit_split(split));
+        self.unit_call(move |store, g, config| {
+            Box::pin(async move { g.call_set_traffic(store, config, &app, &split).await })
+        })
+        .await
+    }
+
+    async fn scale(&self, app: &str, slot: c::Slot, replicas: u32) -> CallResult<()> {
+        let (app, slot) = (app.to_string(), to_wit_slot(slot));
+        self.unit_call(move |store, g, config| {
+            Box::pin(async move { g.call_scale(store, config, &app, slot, replicas).await })
+        })
+        .await
+    }
+
+    async fn status(&self, app: &str, slot: c::Slot) -> CallResult<c::WorkloadStatus> {
+        let (app, slot, config) = (app.to_string(), to_wit_slot(slot), self.config.clone());
+        let result = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, Target).dax_plugin_target();
+                Box::pin(async move { g.call_status(store, &config, &app, slot).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let status = c::WorkloadStatus {
+            desired: result.desired,
+            ready: result.ready,
+            updated: result.updated,
+            version: result.version,
+            message: result.message,
+        };
+        check_size(&self.plugin, &status)?;
+        Ok(status)
+    }
+
+    async fn promote(&self, app: &str) -> CallResult<()> {
+        let app = app.to_string();
+        self.unit_call(move |store, g, config| {
+            Box::pin(async move { g.call_promote(store, config, &app).await })
+        })
+        .await
+    }
+
+    async fn rollback(&self, app: &str) -> CallResult<()> {
+        let app = app.to_string();
+        self.unit_call(move |store, g, config| {
+            Box::pin(async move { g.call_rollback(store, config, &app).await })
+        })
+        .await
+    }
+
+    async fn finalize(&self, app: &str) -> CallResult<()> {
+        let app = app.to_string();
+        self.unit_call(move |store, g, config| {
+            Box::pin(async move { g.call_finalize(store, config, &app).await })
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------- metric provider
+
+pub(crate) struct WasmMetricProvider {
+    plugin: LoadedPlugin,
+    config: String,
+}
+
+impl WasmMetricProvider {
+    pub(crate) fn new(plugin: LoadedPlugin, config: serde_json::Value) -> Self {
+        WasmMetricProvider {
+            plugin,
+            config: config.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl c::MetricProvider for WasmMetricProvider {
+    async fn run_query(&self, q: &c::MetricQuery) -> CallResult<c::MetricAnswer> {
+        let query = wmetric::Query {
+            text: q.text.clone(),
+            kind: match q.kind {
+                c::QueryKind::Instant => wmetric::QueryKind::Instant,
+                c::QueryKind::Range => wmetric::QueryKind::Range,
+            },
+            window_ms: q.window_ms,
+            step_ms: q.step_ms,
+            vars: q.vars.clone(),
+        };
+        let config = self.config.clone();
+        let answer = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, MetricProvider).dax_plugin_metric_provider();
+                Box::pin(async move { g.call_run_query(store, &config, &query).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        Ok(match answer {
+            wmetric::Answer::Value(v) => c::MetricAnswer::Value(v),
+            wmetric::Answer::NoData(why) => {
+                let answer = c::MetricAnswer::NoData(why);
+                check_size(&self.plugin, &answer)?;
+                answer
+            }
+            wmetric::Answer::Series(samples) => {
+                let answer = c::MetricAnswer::Series(
+                    samples
+                        .into_iter()
+                        .map(|s| c::Sample {
+                            timestamp_ms: s.timestamp_ms,
+                            value: s.value,
+                        })
+                        .collect(),
+                );
+                check_size(&self.plugin, &answer)?;
+                answer
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------- scanner
+
+pub(crate) struct WasmScanner {
+    plugin: LoadedPlugin,
+    config: String,
+}
+
+impl WasmScanner {
+    pub(crate) fn new(plugin: LoadedPlugin, config: serde_json::Value) -> Self {
+        WasmScanner {
+            plugin,
+            config: config.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl c::Scanner for WasmScanner {
+    async fn scan(&self, a: &c::Artifact) -> CallResult<c::ScanReport> {
+        let artifact = wscan::Artifact {
+            name: a.name.clone(),
+            digest: a.digest.clone(),
+            manifests: a.manifests.clone(),
+        };
+        let config = self.config.clone();
+        let report = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, Scanner).dax_plugin_scanner();
+                Box::pin(async move { g.call_scan(store, &config, &artifact).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let report = c::ScanReport {
+            artifact_name: report.artifact_name,
+            findings: report
+                .findings
+                .into_iter()
+                .map(|f| c::Finding {
+                    id: f.id,
+                    severity: match f.severity {
+                        wit::Severity::Unknown => c::Severity::Unknown,
+                        wit::Severity::Low => c::Severity::Low,
+                        wit::Severity::Medium => c::Severity::Medium,
+                        wit::Severity::High => c::Severity::High,
+                        wit::Severity::Critical => c::Severity::Critical,
+                    },
+                    class: match f.class {
+                        wscan::FindingClass::Vulnerability => c::FindingClass::Vulnerability,
+                        wscan::FindingClass::Misconfiguration => c::FindingClass::Misconfiguration,
+                        wscan::FindingClass::Secret => c::FindingClass::Secret,
+                        wscan::FindingClass::Policy => c::FindingClass::Policy,
+                        wscan::FindingClass::License => c::FindingClass::License,
+                    },
+                    package: f.package_name,
+                    installed_version: f.installed_version,
+                    fixed_version: f.fixed_version,
+                    status: f.status,
+                    title: f.title,
+                    primary_url: f.primary_url,
+                    target: f.target,
+                })
+                .collect(),
+        };
+        check_size(&self.plugin, &report)?;
+        Ok(report)
+    }
+}
+
+// ---------------------------------------------------------------- strategy
+
+pub(crate) struct WasmStrategy {
+    plugin: LoadedPlugin,
+    params: String,
+}
+
+impl WasmStrategy {
+    pub(crate) fn new(plugin: LoadedPlugin, params: serde_json::Value) -> Self {
+        WasmStrategy {
+            plugin,
+            params: params.to_string(),
+        }
+    }
+
+    fn decision(&self, d: wstrat::Decision) -> CallResult<c::Decision> {
+        let decision = c::Decision {
+            next: from_wit_step(d.next),
+            state: d.state,
+            note: d.note,
+        };
+        check_size(&self.plugin, &decision)?;
+        Ok(decision)
+    }
+}
+
+fn from_wit_step(s: wstrat::Step) -> c::Step {
+    match s {
+        wstrat::Step::DeployCandidate => c::Step::DeployCandidate,
+        wstrat::Step::SetTraffic(split) => c::Step::SetTraffic(from_wit_split(split)),
+        wstrat::Step::Scale((slot, n)) => c::Step::Scale(from_wit_slot(slot), n),
+        wstrat::Step::CheckStatus(slot) => c::Step::CheckStatus(from_wit_slot(slot)),
+        wstrat::Step::Analyze(r) => c::Step::Analyze(c::AnalysisRequest {
+            window_ms: r.window_ms,
+            compare_baseline: r.compare_baseline,
+        }),
+        wstrat::Step::RunHooks(p) => c::Step::RunHooks(match p {
+            wstrat::HookPhase::PreRollout => c::HookPhase::PreRollout,
+            wstrat::HookPhase::Rollout => c::HookPhase::Rollout,
+            wstrat::HookPhase::ConfirmRollout => c::HookPhase::ConfirmRollout,
+            wstrat::HookPhase::ConfirmTrafficIncrease => c::HookPhase::ConfirmTrafficIncrease,
+            wstrat::HookPhase::ConfirmPromotion => c::HookPhase::ConfirmPromotion,
+            wstrat::HookPhase::PostRollout => c::HookPhase::PostRollout,
+            wstrat::HookPhase::Rollback => c::HookPhase::Rollback,
+            wstrat::HookPhase::Event => c::HookPhase::Event,
+        }),
+        wstrat::Step::Wait(ms) => c::Step::Wait(ms),
+        wstrat::Step::AwaitApproval(what) => c::Step::AwaitApproval(what),
+        wstrat::Step::Promote => c::Step::Promote,
+        wstrat::Step::Rollback(why) => c::Step::Rollback(why),
+        wstrat::Step::Finish(f) => c::Step::Finish(match f {
+            wstrat::FinalStatus::Promoted => c::FinalStatus::Promoted,
+            wstrat::FinalStatus::RolledBack => c::FinalStatus::RolledBack,
+            wstrat::FinalStatus::Failed => c::FinalStatus::Failed,
+        }),
+    }
+}
+
+fn to_wit_observation(o: &c::Observation) -> wstrat::Observation {
+    let last = match &o.last {
+        c::Outcome::Started => wstrat::Outcome::Started,
+        c::Outcome::Done => wstrat::Outcome::Done,
+        c::Outcome::TargetStatus(s) => wstrat::Outcome::TargetStatus(wstrat::StatusOutcome {
+            which: to_wit_slot(s.which),
+            desired: s.desired,
+            ready: s.ready,
+            updated: s.updated,
+        }),
+        c::Outcome::Analysis(a) => wstrat::Outcome::Analysis(wstrat::AnalysisOutcome {
+            checks: a
+                .checks
+                .iter()
+                .map(|r| wstrat::CheckResult {
+                    name: r.name.clone(),
+                    verdict: match r.verdict {
+                        c::CheckVerdict::Pass => wstrat::CheckVerdict::Pass,
+                        c::CheckVerdict::Fail => wstrat::CheckVerdict::Fail,
+                        c::CheckVerdict::NoData => wstrat::CheckVerdict::NoData,
+                        c::CheckVerdict::Error => wstrat::CheckVerdict::Error,
+                    },
+                    value: r.value,
+                    detail: r.detail.clone(),
+                })
+                .collect(),
+            score: a.score,
+        }),
+        c::Outcome::Hooks(ok) => wstrat::Outcome::Hooks(*ok),
+        c::Outcome::Approval(ok) => wstrat::Outcome::Approval(*ok),
+        c::Outcome::Failed(why) => wstrat::Outcome::Failed(why.clone()),
+    };
+    wstrat::Observation {
+        elapsed_ms: o.elapsed_ms,
+        last,
+    }
+}
+
+#[async_trait::async_trait]
+impl c::Strategy for WasmStrategy {
+    async fn describe_plan(&self) -> CallResult<c::Plan> {
+        let params = self.params.clone();
+        let plan = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, Strategy).dax_plugin_strategy();
+                Box::pin(async move { g.call_describe_plan(store, &params).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let plan = c::Plan {
+            steps: plan.steps,
+            best_case_ms: plan.best_case_ms,
+            worst_case_rollback_ms: plan.worst_case_rollback_ms,
+        };
+        check_size(&self.plugin, &plan)?;
+        Ok(plan)
+    }
+
+    async fn start(&self) -> CallResult<c::Decision> {
+        let params = self.params.clone();
+        let d = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, Strategy).dax_plugin_strategy();
+                Box::pin(async move { g.call_start(store, &params).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        self.decision(d)
+    }
+
+    async fn next(&self, state: &[u8], observation: &c::Observation) -> CallResult<c::Decision> {
+        let (params, state, obs) = (
+            self.params.clone(),
+            state.to_vec(),
+            to_wit_observation(observation),
+        );
+        let d = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, Strategy).dax_plugin_strategy();
+                Box::pin(async move { g.call_next(store, &params, &state, &obs).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        self.decision(d)
+    }
+}
