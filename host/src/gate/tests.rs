@@ -265,3 +265,21 @@ fn renders_console_json_and_sarif() {
         .unwrap();
     assert_eq!(rules.len(), 3);
 }
+
+#[test]
+fn policy_from_json_as_the_config_module_hands_it_over() {
+    // config::toml_to_json turns TOML dates into strings.
+    let v = serde_json::json!({
+        "scanners": ["trivy"], "severity": "CRITICAL", "ignore_unfixed": false,
+        "ignore": [{ "id": "CVE-1", "expires": "2027-01-01", "packages": ["openssl"] }],
+        "max": { "HIGH": 2 }, "on_scanner_error": "block"
+    });
+    let p: GatePolicy = serde_json::from_value(v).unwrap();
+    assert_eq!(p.ignore[0].expires, Some(day("2027-01-01")));
+    assert_eq!(p.max.high, Some(2));
+    let e = serde_json::from_value::<GatePolicy>(
+        serde_json::json!({"ignore": [{"id": "x", "expires": "soon"}]}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid date `soon`"), "{e}");
+}
