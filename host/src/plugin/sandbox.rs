@@ -299,6 +299,11 @@ impl HttpPolicy {
         })
     }
 
+    /// Whether no destination is granted at all.
+    pub fn is_empty(&self) -> bool {
+        self.allowed.is_empty()
+    }
+
     /// Why the last requests were denied (drained).
     pub fn take_denials(&self) -> Vec<String> {
         std::mem::take(&mut *self.denials.lock().unwrap())

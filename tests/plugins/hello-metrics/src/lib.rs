@@ -15,11 +15,11 @@ impl PluginGuest for Hello {
 
 impl Guest for Hello {
     fn run_query(_config: String, q: Query) -> Result<Answer, PluginError> {
-        log::info(&format!("query {}", q.text));
         if let Some(v) = q.text.strip_prefix("value:") {
             return v.trim().parse().map(Answer::Value).map_err(|_| PluginError::InvalidInput(format!("not a number: {v}")));
         }
         if let Some(list) = q.text.strip_prefix("series:") {
+            log::info(&format!("series query {}", q.text));
             let samples = list
                 .split(',')
                 .enumerate()

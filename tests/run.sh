@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh Debian machine:
+#   bash tests/run.sh
+# Installs what the tests need (Debian packages when run as root; npm packages for the
+# JavaScript plugin), builds every plugin from source, proves the plugins embedded in the
+# binary match those sources, then runs every test. Set CI=true to make any missing
+# component a failure (CI does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# Build caches live outside the clone so a second run on the same machine is incremental.
+cache="${DAX_BUILD_CACHE:-$HOME/.cache/dax-build}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "system packages"
+need=()
+for pkg in rustc-web cargo-web rust-web-src lld-19 wasi-libc prometheus; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v python3 >/dev/null || need+=(python3)
+command -v npm >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${need[@]}" >/dev/null
+  else
+    echo "missing Debian packages: ${need[*]} — run: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+fi
+echo "ok"
+
+step "build dax"
+cargo build -p dax --quiet
+
+step "build every plugin from source (Rust + JavaScript)"
+"$CARGO_TARGET_DIR/debug/dax" plugin build
+
+step "embedded plugins match the current sources"
+"$CARGO_TARGET_DIR/debug/dax" plugin build --check
+
+step "plugin crates' own unit and property tests"
+for ws in plugins tests/plugins examples/plugins; do
+  [ -f "$ws/Cargo.toml" ] || continue
+  # One package per cargo invocation: the SDK allows one plugin role per build.
+  for pkg in $(cd "$ws" && cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do
+    if out=$(cd "$ws" && cargo test --quiet -p "$pkg" 2>&1); then
+      echo "$ws/$pkg: $(echo "$out" | grep -E '^test result' | awk '{p+=$4; f+=$6} END {printf "%d passed, %d failed", p, f}')"
+    else
+      echo "$out" | tail -n 60; echo "unit tests of $ws/$pkg failed"; exit 1
+    fi
+  done
+done
+
+step "host and integration tests"
+cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt" | grep -vE "^\s*$" | tail -n 200
+status=${PIPESTATUS[0]}
+passed=$(grep -Eo "[0-9]+ passed" "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo "[0-9]+ failed" "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')
+echo
+echo "$passed passed, $failed failed"
+exit "$status"
