@@ -666,3 +666,59 @@ async fn a_resumed_target_adopts_the_processes_of_a_crashed_host() {
     wait_dead(&before).await;
     assert!(!state.path().join("local-target.json").exists());
 }
+
+/// The quickstart files drive the local target as written (relative paths resolve against the
+/// file's folder): at half the traffic, v2's success rate passes the file's check and the
+/// faulty v3's fails it. (The full `dax deploy` run is the engine's test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_configs_drive_the_local_target() {
+    let _g = EXCLUSIVE.read().await;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+    for (file, should_pass) in [("canary.toml", true), ("canary-faulty.toml", false)] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let doc: toml::Value = toml::from_str(&text).unwrap();
+        let mut cfg = serde_json::to_value(&doc["plugins"]["local"]["config"]).unwrap();
+        cfg["listen"] = json!("127.0.0.1:0"); // the documented port may be busy here
+        let t = LocalTarget::new(cfg, &dir)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let d = &doc["deployment"];
+        let w = Workload {
+            app: format!("quickstart-{}", d["app"].as_str().unwrap()),
+            version: d["version"].as_str().unwrap().into(),
+            artifact: d["artifact"].as_str().unwrap().into(),
+            replicas: doc["target"]["workload"]["replicas"].as_integer().unwrap() as u32,
+            spec: serde_json::to_string(&doc["target"]["workload"]).unwrap(),
+        };
+        t.deploy(&w).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+        t.set_traffic(&w.app, &split(50)).await.unwrap();
+        send(&client(), t.proxy_addr(), 200, &[]).await;
+
+        let check = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["query"].as_str() == Some("request-success-rate"))
+            .unwrap();
+        let min = check["min"].as_float().unwrap();
+        let metrics = LocalMetrics::new(json!({})).unwrap();
+        let mut q = query(
+            "request-success-rate",
+            &w.app,
+            "candidate",
+            QueryKind::Instant,
+        );
+        q.vars[2].1 = w.version.clone();
+        let MetricAnswer::Value(rate) = metrics.run_query(&q).await.unwrap() else {
+            panic!("{file}: no data")
+        };
+        assert_eq!(
+            rate >= min,
+            should_pass,
+            "{file}: success rate {rate} vs min {min}"
+        );
+        let all = pids(&t).await;
+        t.finalize(&w.app).await.unwrap();
+        wait_dead(&all).await;
+    }
+}
