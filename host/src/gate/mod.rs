@@ -24,7 +24,7 @@ pub mod trivyignore;
 pub use render::{render_console, to_sarif};
 
 use crate::contract::{Finding, FindingClass, ScanReport, Severity};
-use chrono::NaiveDate;
+pub use chrono::NaiveDate;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The `[gate]` table of a deployment.
