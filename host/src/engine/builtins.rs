@@ -1,0 +1,65 @@
+//! Host-native builtins: `builtin:local` (the local target) and `builtin:local-metrics`.
+//! Every other `builtin:NAME` is a Wasm plugin embedded in the binary (see `plugin`).
+
+use super::resolve::ResolvedPlugin;
+use crate::contract::{CallResult, ConfigProblem, MetricProvider, PluginInfo, Target};
+use crate::local::{LocalMetrics, LocalTarget};
+use std::path::Path;
+use std::sync::Arc;
+
+pub fn native_builtins() -> Vec<(&'static str, Arc<dyn ResolvedPlugin>)> {
+    vec![
+        ("builtin:local", Arc::new(LocalTargetPlugin)),
+        ("builtin:local-metrics", Arc::new(LocalMetricsPlugin)),
+    ]
+}
+
+struct LocalTargetPlugin;
+
+#[async_trait::async_trait]
+impl ResolvedPlugin for LocalTargetPlugin {
+    fn info(&self) -> PluginInfo {
+        LocalTarget::info()
+    }
+    async fn validate_config(&self, config: &serde_json::Value) -> CallResult<Vec<ConfigProblem>> {
+        // Constructing the target binds its listeners, so validation checks the shape only.
+        Ok(match config {
+            serde_json::Value::Object(_) | serde_json::Value::Null => Vec::new(),
+            _ => vec![ConfigProblem {
+                field: String::new(),
+                message: "the local target's config must be a table".into(),
+            }],
+        })
+    }
+    async fn target(
+        &self,
+        config: serde_json::Value,
+        base_dir: &Path,
+    ) -> anyhow::Result<Arc<dyn Target>> {
+        Ok(Arc::new(LocalTarget::new(config, base_dir).await?))
+    }
+}
+
+struct LocalMetricsPlugin;
+
+#[async_trait::async_trait]
+impl ResolvedPlugin for LocalMetricsPlugin {
+    fn info(&self) -> PluginInfo {
+        LocalMetrics::info()
+    }
+    async fn validate_config(&self, config: &serde_json::Value) -> CallResult<Vec<ConfigProblem>> {
+        Ok(match LocalMetrics::new(config.clone()) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![ConfigProblem {
+                field: String::new(),
+                message: format!("{e:#}"),
+            }],
+        })
+    }
+    async fn metric_provider(
+        &self,
+        config: serde_json::Value,
+    ) -> anyhow::Result<Arc<dyn MetricProvider>> {
+        Ok(Arc::new(LocalMetrics::new(config)?))
+    }
+}
