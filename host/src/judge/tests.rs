@@ -244,3 +244,31 @@ fn results_serialise() {
     .unwrap();
     assert_eq!(m.direction, Direction::Increase);
 }
+
+#[test]
+fn long_series_stay_fast_and_correct() {
+    let start = std::time::Instant::now();
+    let m = metric(
+        "latency",
+        uniform(11, 20_000, 40.0, 45.0),
+        uniform(12, 20_000, 39.0, 46.0),
+    );
+    assert_eq!(
+        classify(&m, &JudgeConfig::default()).classification,
+        Classification::Pass
+    );
+    let m = metric(
+        "latency",
+        uniform(13, 20_000, 41.0, 46.0),
+        uniform(14, 20_000, 40.0, 45.0),
+    );
+    let r = classify(&m, &JudgeConfig::default());
+    assert_eq!(r.classification, Classification::High, "{}", r.reason);
+    let est = r.estimate.unwrap();
+    assert!((est - 1.0).abs() < 0.1, "shift of 1 estimated as {est}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+}
