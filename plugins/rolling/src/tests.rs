@@ -21,7 +21,7 @@ fn sim(params: &str, script: impl FnMut(&Step, &World) -> Outcome) -> Trace {
 
 /// A world where scaled replicas become ready at once.
 fn world(_n: u32) -> impl FnMut(&Step, &World) -> Outcome {
-    move |s, w| match s {
+    |s, w| match s {
         Step::CheckStatus(Slot::Stable) => {
             status(Slot::Stable, w.stable_replicas, w.stable_replicas)
         }
