@@ -76,11 +76,18 @@ pub struct Pool {
     pub version: String,
     pub ports: Vec<u16>,
     next: AtomicUsize,
+    /// The stats series this pool records into (its app is filled in by `RouteTable::new`).
+    key: SeriesKey,
 }
 
 impl Pool {
     pub fn new(slot: SlotLabel, version: String, ports: Vec<u16>) -> Self {
         Pool {
+            key: SeriesKey {
+                app: String::new(),
+                slot,
+                version: version.clone(),
+            },
             slot,
             version,
             ports,
@@ -169,6 +176,13 @@ impl RouteTable {
         candidate: Option<Pool>,
         split: &TrafficSplit,
     ) -> Result<Self, String> {
+        let with_app = |p: Option<Pool>| {
+            p.map(|mut p| {
+                p.key.app = app.clone();
+                p
+            })
+        };
+        let (stable, candidate) = (with_app(stable), with_app(candidate));
         Ok(RouteTable {
             app,
             stable,
@@ -300,14 +314,6 @@ fn upstream_request(
     req
 }
 
-fn key(app: &str, pool: &Pool) -> SeriesKey {
-    SeriesKey {
-        app: app.to_string(),
-        slot: pool.slot,
-        version: pool.version.clone(),
-    }
-}
-
 async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
@@ -335,7 +341,7 @@ async fn handle(
                         let mreq =
                             upstream_request(&parts, mport, full(bytes.clone()), client_addr);
                         let client = ctx.client.clone();
-                        let mkey = key(&table.app, cand);
+                        let mkey = cand.key.clone();
                         tokio::spawn(async move {
                             // The answer is discarded; only the fact it was served is recorded.
                             if let Ok(Ok(resp)) =
@@ -362,7 +368,6 @@ async fn handle(
     };
 
     let upstream = upstream_request(&parts, port, body, client_addr);
-    let series = key(&table.app, pool);
     let result = tokio::time::timeout(UPSTREAM_TIMEOUT, ctx.client.request(upstream)).await;
     let mut resp = match result {
         Ok(Ok(resp)) => resp.map(|b| b.boxed()),
@@ -383,7 +388,7 @@ async fn handle(
             r
         }
     };
-    registry().record(&series, resp.status().as_u16(), start.elapsed());
+    registry().record(&pool.key, resp.status().as_u16(), start.elapsed());
     strip_hop_by_hop(resp.headers_mut());
     let h = resp.headers_mut();
     h.insert("x-dax-slot", HeaderValue::from_static(pool.slot.as_str()));

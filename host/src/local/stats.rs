@@ -195,7 +195,11 @@ impl Registry {
 
     pub fn record_at(&self, key: &SeriesKey, status: u16, latency: Duration, at_ms: u64) {
         let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let series = map.entry(key.clone()).or_default();
+        // Look up before inserting: this runs for every proxied request; clone keys only once.
+        if !map.contains_key(key) {
+            map.insert(key.clone(), Series::default());
+        }
+        let series = map.get_mut(key).expect("inserted above");
         series.total.record(status, latency);
         series.current(at_ms).record(status, latency);
     }
