@@ -215,7 +215,7 @@ fn normalize(image: &str) -> String {
 }
 
 /// Check that `report` describes the artifact being released. An empty `name` or `digest`
-/// means "unknown" and is not checked; the digest is only checked when the report lists
+/// means "unknown" and is not checked, nor is a name with spaces (a command line); the digest is only checked when the report lists
 /// `Metadata.RepoDigests` (or an `ImageID`).
 pub fn check_artifact(
     report: &TrivyReport,
@@ -224,7 +224,9 @@ pub fn check_artifact(
     digest: &str,
 ) -> Result<(), ReportError> {
     let meta = report.metadata.as_ref();
-    if !name.trim().is_empty() {
+    // A command line (the `local` target's artifact) is nothing Trivy scans: no name to compare.
+    let comparable = !name.trim().is_empty() && !name.trim().contains(char::is_whitespace);
+    if comparable {
         let want = normalize(name);
         let mut known: Vec<String> = vec![report.artifact_name.clone()];
         if let Some(tags) = meta.and_then(|m| m.repo_tags.as_ref()) {

@@ -140,6 +140,7 @@ fn artifact_names_and_digests_are_checked() {
     let r = load("centos-7.json");
     // Unknown name/digest: nothing to compare.
     check_artifact(&r, "c.json", "", "").unwrap();
+    check_artifact(&r, "c.json", "python3 app.py --port {port}", "").unwrap();
     check_artifact(&r, "c.json", "testdata/fixtures/images/centos-7.tar.gz", "").unwrap();
     check_artifact(
         &r,
