@@ -28,10 +28,11 @@
 //! With the default `"fail"` the verdicts go to the strategy unchanged.
 //!
 //! **Progress deadline** (`[deployment] progress_deadline`, default 10m): when no step has
-//! made progress (a step done, a ready workload, a passing analysis, passing hooks, an
-//! operator answer) for that long, the engine rolls back on its own. Time spent in `wait`
-//! steps and waiting for an operator does not count; after `dax resume` the deadline starts
-//! afresh.
+//! made progress (a step done other than a `wait`, a ready workload, a passing analysis,
+//! passing hooks, an operator answer) for that long, the engine rolls back on its own.
+//! Like Flagger's `progressDeadlineSeconds`, waits count (a strategy polling an unready
+//! workload waits between polls); time spent waiting for an operator does not. After
+//! `dax resume` the deadline starts afresh.
 //!
 //! **Operator control**: `dax abort ID` rolls back at the next step boundary (or at once
 //! during a wait or a pause). `dax promote ID` answers a pending approval or pause, or ends
@@ -1010,7 +1011,6 @@ impl Run {
                 let woke = self
                     .wait_for_control(Some(Duration::from_millis(*ms)))
                     .await?;
-                self.last_progress_ms = self.elapsed_ms();
                 match woke {
                     Some(ControlAction::Abort) => {
                         self.abort_requested = true;
@@ -1188,11 +1188,15 @@ async fn status_outcome(target: &Arc<dyn Target>, app: &str, slot: Slot) -> (Out
 
 /// Whether an outcome counts as progress for the progress deadline.
 fn makes_progress(step: &Step, outcome: &Outcome) -> bool {
+    if matches!(step, Step::Wait(_)) {
+        // Waiting is not progress (a strategy polling an unready workload waits in between).
+        return false;
+    }
     match outcome {
         Outcome::Done | Outcome::Approval(_) | Outcome::Started => true,
         Outcome::TargetStatus(s) => s.ready >= s.desired,
         Outcome::Analysis(a) => a.checks.iter().all(|c| c.verdict == CheckVerdict::Pass),
-        Outcome::Hooks(ok) => *ok && !matches!(step, Step::Wait(_)),
+        Outcome::Hooks(ok) => *ok,
         Outcome::Failed(_) => false,
     }
 }
