@@ -73,8 +73,10 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                             &serde_json::json!({"ok": ok, "report": report})
                         )?
                     );
+                } else if ok && report.bytes_compared {
+                    println!("embedded plugins are byte-for-byte a fresh build of the current sources");
                 } else if ok {
-                    println!("embedded plugins match a fresh build of the current sources");
+                    println!("embedded plugins were built from the current sources (bytes not compared: different toolchain)");
                 } else {
                     println!("embedded plugins are stale: {report:?}\nrun `cargo run -p dax -- plugin build --embed` and commit host/builtin/");
                 }

@@ -135,6 +135,13 @@ pub fn choose_toolchain(log: &mut dyn FnMut(&str)) -> anyhow::Result<Toolchain> 
     )
 }
 
+fn toolchain_name(toolchain: &Toolchain) -> &'static str {
+    match toolchain {
+        Toolchain::RustupWasip2 => "rustup-wasm32-wasip2",
+        Toolchain::DebianWasip1 => "debian-wasm32-wasip1",
+    }
+}
+
 fn debian_toolchain_present() -> bool {
     [
         "/usr/bin/rustc",
@@ -334,8 +341,9 @@ pub fn componentize(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     if bytes.len() >= 8 && bytes[4..8] != [1, 0, 0, 0] {
         return Ok(bytes.to_vec());
     }
+    let stripped = strip_name_section(bytes)?;
     let component = wit_component::ComponentEncoder::default()
-        .module(bytes)?
+        .module(&stripped)?
         .adapter(
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
@@ -343,6 +351,42 @@ pub fn componentize(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         .validate(true)
         .encode()?;
     Ok(component)
+}
+
+/// Drop the `name` custom section of a core module. It holds symbol names whose hashes
+/// depend on where the repository is checked out; without it a build is byte-for-byte
+/// reproducible, so CI can compare a rebuild with the embedded components.
+fn strip_name_section(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    fn leb(bytes: &[u8], mut i: usize) -> anyhow::Result<(usize, usize)> {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let byte = *bytes.get(i).context("truncated wasm module")?;
+            i += 1;
+            value |= ((byte & 0x7f) as usize) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                return Ok((value, i));
+            }
+        }
+    }
+    let mut out = module[..8].to_vec();
+    let mut i = 8;
+    while i < module.len() {
+        let start = i;
+        let id = module[i];
+        let (len, body) = leb(module, i + 1)?;
+        let end = body + len;
+        anyhow::ensure!(end <= module.len(), "truncated wasm module");
+        let is_name = id == 0 && {
+            let (name_len, name_start) = leb(module, body)?;
+            module.get(name_start..name_start + name_len) == Some(b"name".as_slice())
+        };
+        if !is_name {
+            out.extend_from_slice(&module[start..end]);
+        }
+        i = end;
+    }
+    Ok(out)
 }
 
 /// Build `examples/plugins/js-*` with npm (componentize-js), if node and npm are here.
@@ -449,12 +493,15 @@ fn embed(
     std::fs::create_dir_all(&dir)?;
     let mut manifest = format!(
         "# Written by `dax plugin build --embed`. `dax plugin build --check` fails when these no longer\n\
-         # match the sources. sources-sha256 covers wit/, sdk/ and plugins/.\nsources-sha256 {}\n",
-        source_hash(&options.repo_root)?
+         # match the sources. sources-sha256 covers wit/, sdk/ and plugins/.\nsources-sha256 {}\ntoolchain {}\n",
+        source_hash(&options.repo_root)?,
+        toolchain_name(&choose_toolchain(log)?)
     );
     for plugin in built.iter().filter(|p| p.workspace == "plugins") {
-        std::fs::copy(&plugin.path, dir.join(format!("{}.wasm", plugin.name)))?;
-        manifest.push_str(&format!("{} {}\n", plugin.name, plugin.sha256));
+        // Hash what is actually copied: another build may have rewritten the output since.
+        let bytes = std::fs::read(&plugin.path)?;
+        std::fs::write(dir.join(format!("{}.wasm", plugin.name)), &bytes)?;
+        manifest.push_str(&format!("{} {}\n", plugin.name, hex::encode(Sha256::digest(&bytes))));
         log(&format!(
             "embedded {} ({} KiB)",
             plugin.name,
@@ -469,6 +516,8 @@ fn embed(
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CheckReport {
     pub sources_current: bool,
+    /// Whether rebuilt bytes were compared (same toolchain as the one that embedded them).
+    pub bytes_compared: bool,
     /// Embedded components whose rebuild differs (only when a rebuild was done).
     pub differing: Vec<String>,
     pub missing: Vec<String>,
@@ -494,9 +543,13 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
         sources_current: recorded == source_hash(repo_root)?,
         ..Default::default()
     };
+    let recorded_toolchain = manifest.lines().find_map(|l| l.strip_prefix("toolchain ")).unwrap_or_default();
+    // Different compilers give different bytes; compare them only for the same toolchain.
+    let compare_bytes = recorded_toolchain == toolchain_name(&choose_toolchain(&mut |_| {})?);
+    report.bytes_compared = compare_bytes && !rebuilt.is_empty();
     for line in manifest
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("sources-sha256"))
+        .filter(|l| !l.starts_with('#') && !l.starts_with("sources-sha256") && !l.starts_with("toolchain "))
     {
         let Some((name, digest)) = line.split_once(' ') else {
             continue;
@@ -509,7 +562,7 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
             ));
         }
         match rebuilt.iter().find(|p| p.name == name) {
-            Some(p) if p.sha256 != digest => report.differing.push(name.to_string()),
+            Some(p) if compare_bytes && p.sha256 != digest => report.differing.push(name.to_string()),
             Some(_) => {}
             None if !rebuilt.is_empty() => report.missing.push(name.to_string()),
             None => {}
