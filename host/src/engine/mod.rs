@@ -992,7 +992,12 @@ impl Run {
                 }
             }
             Step::SetTraffic(split) => match target.set_traffic(&app, split).await {
-                Ok(()) => (Outcome::Done, String::new()),
+                Ok(()) => {
+                    // Load starts with the first traffic shift, so the first analysis window
+                    // already holds requests for the candidate.
+                    self.start_load();
+                    (Outcome::Done, String::new())
+                }
                 Err(e) => failed(e),
             },
             Step::Scale(slot, replicas) => match target.scale(&app, *slot, *replicas).await {
@@ -1083,27 +1088,33 @@ impl Run {
         })
     }
 
+    /// Start the `load` generators of the rollout hooks, unless they already run.
+    fn start_load(&mut self) {
+        if !self.load.is_empty() {
+            return;
+        }
+        for hook in self
+            .cfg
+            .config
+            .hooks
+            .iter()
+            .filter(|h| h.phase == HookPhase::Rollout)
+        {
+            if let Some(spec) = &hook.load {
+                self.load.push(hooks::LoadGenerator::start(
+                    self.engine.http.clone(),
+                    spec.clone(),
+                ));
+            }
+        }
+    }
+
     async fn analyze(
         &mut self,
         window_ms: u64,
         compare_baseline: bool,
     ) -> anyhow::Result<(Outcome, String)> {
-        if self.load.is_empty() {
-            for hook in self
-                .cfg
-                .config
-                .hooks
-                .iter()
-                .filter(|h| h.phase == HookPhase::Rollout)
-            {
-                if let Some(spec) = &hook.load {
-                    self.load.push(hooks::LoadGenerator::start(
-                        self.engine.http.clone(),
-                        spec.clone(),
-                    ));
-                }
-            }
-        }
+        self.start_load();
         let cfg = self.cfg.clone();
         let (mut checks, hook_results) = tokio::join!(
             analysis::run_checks(&cfg.config, &self.providers, window_ms),
