@@ -312,9 +312,10 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         required_section(take("target"), "target", &spans, &mut problems);
     let strategy: Option<StrategySection> =
         required_section(take("strategy"), "strategy", &spans, &mut problems);
-    let checks: Vec<Check> = array_section(take("checks"), "checks", &spans, &mut problems);
-    let hooks: Vec<Hook> = array_section(take("hooks"), "hooks", &spans, &mut problems);
-    let notifications: Vec<Notification> = array_section(
+    let checks: Vec<(usize, Check)> =
+        array_section(take("checks"), "checks", &spans, &mut problems);
+    let hooks: Vec<(usize, Hook)> = array_section(take("hooks"), "hooks", &spans, &mut problems);
+    let notifications: Vec<(usize, Notification)> = array_section(
         take("notifications"),
         "notifications",
         &spans,
@@ -335,11 +336,15 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         }
     });
     let mut plugins = BTreeMap::new();
+    // Names of every `[plugins.NAME]` table, even those with problems, so a reference to a
+    // broken plugin is not reported as a reference to a missing one.
+    let mut plugin_names = Vec::new();
     if let Some(v) = take("plugins") {
         let span = v.span();
         match v.into_inner() {
             DeValue::Table(t) => {
                 for (name, value) in t {
+                    plugin_names.push(name.get_ref().to_string());
                     let path = format!("plugins.{}", name.get_ref());
                     if let Some(spec) = de_value::<PluginSpec>(value, &path, &spans, &mut problems)
                     {
@@ -356,6 +361,20 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         }
     }
 
+    let refs = References {
+        target: target.as_ref().map(|t: &TargetSection| t.plugin.as_str()),
+        strategy: strategy
+            .as_ref()
+            .map(|s: &StrategySection| s.plugin.as_str()),
+        checks: &checks,
+        hooks: &hooks,
+        notifications: &notifications,
+        gate: gate.as_ref(),
+        plugin_names: &plugin_names,
+    };
+    check_references(&refs, &spans, &mut problems);
+    // Report in file order.
+    problems.sort_by_key(|p| (p.line == 0, p.line, p.column));
     let (Some(deployment), Some(target), Some(strategy)) = (deployment, target, strategy) else {
         return Err(problems);
     };
@@ -363,13 +382,12 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         deployment,
         target,
         strategy,
-        checks,
-        hooks,
+        checks: checks.into_iter().map(|(_, c)| c).collect(),
+        hooks: hooks.into_iter().map(|(_, h)| h).collect(),
         gate,
-        notifications,
+        notifications: notifications.into_iter().map(|(_, n)| n).collect(),
         plugins,
     };
-    check_references(&config, &spans, &mut problems);
     if problems.is_empty() {
         Ok(LoadedConfig {
             config,
@@ -381,6 +399,17 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
     } else {
         Err(problems)
     }
+}
+
+/// What cross-reference checks look at (whatever parsed).
+struct References<'a> {
+    target: Option<&'a str>,
+    strategy: Option<&'a str>,
+    checks: &'a [(usize, Check)],
+    hooks: &'a [(usize, Hook)],
+    notifications: &'a [(usize, Notification)],
+    gate: Option<&'a serde_json::Value>,
+    plugin_names: &'a [String],
 }
 
 /// Record the span of every key and value, and interpolate strings in place.
@@ -463,12 +492,13 @@ fn required_section<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The entries that parsed, with their index in the file.
 fn array_section<T: serde::de::DeserializeOwned>(
     value: Option<Spanned<DeValue<'_>>>,
     name: &str,
     spans: &SpanIndex,
     problems: &mut Vec<Problem>,
-) -> Vec<T> {
+) -> Vec<(usize, T)> {
     let Some(value) = value else {
         return Vec::new();
     };
@@ -477,7 +507,9 @@ fn array_section<T: serde::de::DeserializeOwned>(
         DeValue::Array(items) => items
             .into_iter()
             .enumerate()
-            .filter_map(|(i, item)| de_value(item, &format!("{name}[{i}]"), spans, problems))
+            .filter_map(|(i, item)| {
+                de_value(item, &format!("{name}[{i}]"), spans, problems).map(|v| (i, v))
+            })
             .collect(),
         _ => {
             problems.push(spans.problem_at(
@@ -506,7 +538,7 @@ fn de_value<T: serde::de::DeserializeOwned>(
         problems.push(spans.problem(
             &field,
             format!("unknown key `{key}`"),
-            "remove it or check its spelling against the schema (README: deployment file)",
+            "remove it or check its spelling against the schema (README: Running deployments)",
         ));
     }
     match result {
@@ -558,7 +590,7 @@ fn de_problem(spans: &SpanIndex, path: &str, e: &toml::de::Error) -> Problem {
     } else if msg.contains("duration") {
         "durations look like \"30s\", \"500ms\", \"2m\" or \"1m30s\""
     } else {
-        "check the value's type against the schema (README: deployment file)"
+        "check the value's type against the schema (README: Running deployments)"
     };
     let span = if field != path {
         spans.span_of(&field).or(e.span())
@@ -569,10 +601,10 @@ fn de_problem(spans: &SpanIndex, path: &str, e: &toml::de::Error) -> Problem {
 }
 
 /// Cross-references and ranges that serde cannot check.
-fn check_references(config: &DeploymentConfig, spans: &SpanIndex, problems: &mut Vec<Problem>) {
-    let names: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
+fn check_references(r: &References<'_>, spans: &SpanIndex, problems: &mut Vec<Problem>) {
+    let names: Vec<&str> = r.plugin_names.iter().map(String::as_str).collect();
     let mut refer = |field: &str, name: &str, role: &str| {
-        if !config.plugins.contains_key(name) {
+        if !names.contains(&name) {
             let hint = problem::suggest(name, names.iter().copied())
                 .map(|s| format!("did you mean `{s}`? or "))
                 .unwrap_or_default();
@@ -583,18 +615,20 @@ fn check_references(config: &DeploymentConfig, spans: &SpanIndex, problems: &mut
             ));
         }
     };
-    refer("target.plugin", &config.target.plugin, "target");
-    refer("strategy.plugin", &config.strategy.plugin, "strategy");
-    for (i, c) in config.checks.iter().enumerate() {
+    if let Some(t) = r.target {
+        refer("target.plugin", t, "target");
+    }
+    if let Some(s) = r.strategy {
+        refer("strategy.plugin", s, "strategy");
+    }
+    for (i, c) in r.checks {
         refer(
             &format!("checks[{i}].provider"),
             &c.provider,
             "metric-provider",
         );
     }
-    if let Some(serde_json::Value::Array(scanners)) =
-        config.gate.as_ref().and_then(|g| g.get("scanners"))
-    {
+    if let Some(serde_json::Value::Array(scanners)) = r.gate.and_then(|g| g.get("scanners")) {
         for (i, s) in scanners.iter().enumerate() {
             if let Some(s) = s.as_str() {
                 refer(&format!("gate.scanners[{i}]"), s, "scanner");
@@ -602,7 +636,7 @@ fn check_references(config: &DeploymentConfig, spans: &SpanIndex, problems: &mut
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for (i, c) in config.checks.iter().enumerate() {
+    for (i, c) in r.checks {
         if !seen.insert(c.name.as_str()) {
             problems.push(spans.problem(
                 &format!("checks[{i}].name"),
@@ -630,7 +664,7 @@ fn check_references(config: &DeploymentConfig, spans: &SpanIndex, problems: &mut
             ));
         }
     }
-    for (i, h) in config.hooks.iter().enumerate() {
+    for (i, h) in r.hooks {
         let field = format!("hooks[{i}]");
         match (&h.url, &h.load) {
             (None, None) => problems.push(spans.problem(
@@ -669,8 +703,9 @@ fn check_references(config: &DeploymentConfig, spans: &SpanIndex, problems: &mut
             }
         }
     }
-    for (i, n) in config.notifications.iter().enumerate() {
-        if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+    for (i, n) in r.notifications {
+        if !(n.url.starts_with("http://") || n.url.starts_with("https://") || n.url.contains("${"))
+        {
             problems.push(spans.problem(
                 &format!("notifications[{i}].url"),
                 "notification url is not an http(s) URL",
