@@ -401,7 +401,7 @@ fn print_json(v: &serde_json::Value) {
 }
 
 enum Ended {
-    Done(Result<Report, DeployError>),
+    Done(Box<Result<Report, DeployError>>),
     Interrupted,
 }
 
@@ -409,7 +409,7 @@ enum Ended {
 /// for `dax resume`.
 async fn with_ctrl_c(fut: impl std::future::Future<Output = Result<Report, DeployError>>) -> Ended {
     tokio::select! {
-        r = fut => Ended::Done(r),
+        r = fut => Ended::Done(Box::new(r)),
         _ = tokio::signal::ctrl_c() => {
             crate::local::shutdown_all_local_targets();
             Ended::Interrupted
@@ -429,25 +429,27 @@ fn finish(ended: Ended, progress: &Progress, json: bool) -> anyhow::Result<i32> 
             }
             Ok(EXIT_INTERRUPTED)
         }
-        Ended::Done(Err(DeployError::Invalid(p))) => Ok(invalid(&p, json)),
-        Ended::Done(Err(DeployError::Other(e))) => Err(e),
-        Ended::Done(Ok(report)) => {
-            if json {
-                print_json(&serde_json::json!({
-                    "id": report.id,
-                    "status": crate::engine::summary::status_name(report.status),
-                    "reason": report.reason,
-                    "summary": report.summary,
-                }));
-            } else {
-                println!("{}", secrets::redact(&report.summary.render()));
+        Ended::Done(result) => match *result {
+            Err(DeployError::Invalid(p)) => Ok(invalid(&p, json)),
+            Err(DeployError::Other(e)) => Err(e),
+            Ok(report) => {
+                if json {
+                    print_json(&serde_json::json!({
+                        "id": report.id,
+                        "status": crate::engine::summary::status_name(report.status),
+                        "reason": report.reason,
+                        "summary": report.summary,
+                    }));
+                } else {
+                    println!("{}", secrets::redact(&report.summary.render()));
+                }
+                Ok(match report.status {
+                    FinalStatus::Promoted => EXIT_PROMOTED,
+                    FinalStatus::RolledBack => EXIT_ROLLED_BACK,
+                    FinalStatus::Failed => EXIT_FAILED,
+                })
             }
-            Ok(match report.status {
-                FinalStatus::Promoted => EXIT_PROMOTED,
-                FinalStatus::RolledBack => EXIT_ROLLED_BACK,
-                FinalStatus::Failed => EXIT_FAILED,
-            })
-        }
+        },
     }
 }
 
@@ -503,24 +505,21 @@ impl Progress {
                 )),
                 E::Outcome { .. } => {
                     if let Some(e) = s.timeline.last() {
-                        bar.println(
-                            secrets::redact(&format!(
-                                "{:>7} {:>3}%  {:<32} {}",
-                                crate::engine::summary::fmt_ms(e.elapsed_ms),
-                                e.weight,
-                                e.step,
-                                if e.checks.is_empty() {
-                                    e.result.clone()
-                                } else {
-                                    s.progress_line()
-                                        .split(" · ")
-                                        .skip(2)
-                                        .collect::<Vec<_>>()
-                                        .join("  ")
-                                }
-                            ))
-                            .into_owned(),
-                        );
+                        bar.println(secrets::redact(&format!(
+                            "{:>7} {:>3}%  {:<32} {}",
+                            crate::engine::summary::fmt_ms(e.elapsed_ms),
+                            e.weight,
+                            e.step,
+                            if e.checks.is_empty() {
+                                e.result.clone()
+                            } else {
+                                s.progress_line()
+                                    .split(" · ")
+                                    .skip(2)
+                                    .collect::<Vec<_>>()
+                                    .join("  ")
+                            }
+                        )));
                     }
                 }
                 E::Paused { reason, .. } => bar.println(format!(

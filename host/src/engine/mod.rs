@@ -262,12 +262,10 @@ impl Engine {
                     outcome: Outcome::Failed(_),
                     n,
                     ..
-                } => {
-                    if decision_of(&records, *n)
-                        .is_some_and(|(s, _, _)| matches!(s, Step::Rollback(_)))
-                    {
-                        run.rollback_failures += 1;
-                    }
+                } if decision_of(&records, *n)
+                    .is_some_and(|(s, _, _)| matches!(s, Step::Rollback(_))) =>
+                {
+                    run.rollback_failures += 1;
                 }
                 _ => {}
             }

@@ -275,7 +275,7 @@ pub fn fmt_ms(ms: u64) -> String {
     let s = ms / 1000;
     if s >= 60 {
         format!("{}m{:02}s", s / 60, s % 60)
-    } else if ms >= 10_000 || ms % 1000 == 0 {
+    } else if ms >= 10_000 || ms.is_multiple_of(1000) {
         format!("{s}s")
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)
