@@ -30,6 +30,14 @@ pub fn register(value: &str) {
     }
 }
 
+/// Whether any secret is registered (lets hot paths skip redaction work).
+pub fn any() -> bool {
+    !registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+}
+
 /// Replace every registered secret in `text` by `***`.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let all = registry().read().unwrap_or_else(|e| e.into_inner());

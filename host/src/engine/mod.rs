@@ -738,6 +738,11 @@ impl Run {
         let mut prev: Option<(Step, DecidedBy, Vec<u8>, Outcome)> = None;
         match pending {
             Pending::Start => {}
+            // Stopped after finishing the target but before the `finished` record.
+            Pending::Continue {
+                step: Step::Finish(status),
+                ..
+            } => return self.finish(status).await,
             Pending::Continue {
                 step,
                 by,

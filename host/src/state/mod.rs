@@ -381,9 +381,13 @@ impl Journal {
                 elapsed_ms,
                 event,
             };
-            let mut value = serde_json::to_value(&record)?;
-            secrets::redact_json(&mut value);
-            let mut line = serde_json::to_string(&value)?;
+            let mut line = if secrets::any() {
+                let mut value = serde_json::to_value(&record)?;
+                secrets::redact_json(&mut value);
+                serde_json::to_string(&value)?
+            } else {
+                serde_json::to_string(&record)?
+            };
             line.push('\n');
             // One write call per record: a crash tears at most this line.
             f.file.write_all(line.as_bytes())?;
