@@ -429,7 +429,12 @@ fn build_javascript(
             Ok(())
         };
         if !dir.join("node_modules").is_dir() {
-            npm(&["install", "--no-audit", "--no-fund"])?;
+            // `npm ci` installs exactly the committed lockfile.
+            if dir.join("package-lock.json").is_file() {
+                npm(&["ci", "--no-audit", "--no-fund"])?;
+            } else {
+                npm(&["install", "--no-audit", "--no-fund"])?;
+            }
         }
         npm(&["run", "build"])?;
         let component = std::fs::read(&out)
