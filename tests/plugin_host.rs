@@ -501,23 +501,41 @@ async fn second_load_comes_from_the_compile_cache() {
 async fn javascript_plugin_implements_the_same_contract() {
     let (host, _cache) = fresh_host();
     let path = dax_tests::js_plugin("js-metrics");
-    let plugin = host.load("js-metrics", &spec(&path), Path::new(".")).await.unwrap();
+    let plugin = host
+        .load("js-metrics", &spec(&path), Path::new("."))
+        .await
+        .unwrap();
     assert_eq!(plugin.info().name, "js-metrics");
     assert_eq!(plugin.role(), dax::contract::PluginRole::MetricProvider);
-    let problems = plugin.validate_config(&serde_json::json!({"scale": "ten"})).await.unwrap();
+    let problems = plugin
+        .validate_config(&serde_json::json!({"scale": "ten"}))
+        .await
+        .unwrap();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].field, "scale");
 
-    let provider = plugin.metric_provider(serde_json::json!({"scale": 10})).await.unwrap();
-    assert_eq!(provider.run_query(&query("value:2.5")).await.unwrap(), MetricAnswer::Value(25.0));
+    let provider = plugin
+        .metric_provider(serde_json::json!({"scale": 10}))
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.run_query(&query("value:2.5")).await.unwrap(),
+        MetricAnswer::Value(25.0)
+    );
     match provider.run_query(&query("series:1,2")).await.unwrap() {
         MetricAnswer::Series(s) => {
-            assert_eq!(s.iter().map(|s| s.value).collect::<Vec<_>>(), vec![10.0, 20.0]);
+            assert_eq!(
+                s.iter().map(|s| s.value).collect::<Vec<_>>(),
+                vec![10.0, 20.0]
+            );
             assert_eq!(s[1].timestamp_ms, 1000);
         }
         other => panic!("expected a series, got {other:?}"),
     }
-    assert!(matches!(provider.run_query(&query("nothing")).await.unwrap(), MetricAnswer::NoData(_)));
+    assert!(matches!(
+        provider.run_query(&query("nothing")).await.unwrap(),
+        MetricAnswer::NoData(_)
+    ));
     let err = provider.run_query(&query("value:abc")).await.unwrap_err();
     assert!(
         matches!(&err, CallError::Plugin { error: dax::contract::PluginError::InvalidInput(m), .. } if m.contains("abc")),

@@ -35,6 +35,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "ok"
 
+step "formatting"
+cargo fmt --all -- --check
+
 step "build dax"
 cargo build -p dax --quiet
 

@@ -74,7 +74,9 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                         )?
                     );
                 } else if ok && report.bytes_compared {
-                    println!("embedded plugins are byte-for-byte a fresh build of the current sources");
+                    println!(
+                        "embedded plugins are byte-for-byte a fresh build of the current sources"
+                    );
                 } else if ok {
                     println!("embedded plugins were built from the current sources (bytes not compared: different toolchain)");
                 } else {

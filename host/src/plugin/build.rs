@@ -506,7 +506,11 @@ fn embed(
         // Hash what is actually copied: another build may have rewritten the output since.
         let bytes = std::fs::read(&plugin.path)?;
         std::fs::write(dir.join(format!("{}.wasm", plugin.name)), &bytes)?;
-        manifest.push_str(&format!("{} {}\n", plugin.name, hex::encode(Sha256::digest(&bytes))));
+        manifest.push_str(&format!(
+            "{} {}\n",
+            plugin.name,
+            hex::encode(Sha256::digest(&bytes))
+        ));
         log(&format!(
             "embedded {} ({} KiB)",
             plugin.name,
@@ -548,14 +552,16 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
         sources_current: recorded == source_hash(repo_root)?,
         ..Default::default()
     };
-    let recorded_toolchain = manifest.lines().find_map(|l| l.strip_prefix("toolchain ")).unwrap_or_default();
+    let recorded_toolchain = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("toolchain "))
+        .unwrap_or_default();
     // Different compilers give different bytes; compare them only for the same toolchain.
     let compare_bytes = recorded_toolchain == toolchain_name(&choose_toolchain(&mut |_| {})?);
     report.bytes_compared = compare_bytes && !rebuilt.is_empty();
-    for line in manifest
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("sources-sha256") && !l.starts_with("toolchain "))
-    {
+    for line in manifest.lines().filter(|l| {
+        !l.starts_with('#') && !l.starts_with("sources-sha256") && !l.starts_with("toolchain ")
+    }) {
         let Some((name, digest)) = line.split_once(' ') else {
             continue;
         };
@@ -567,7 +573,9 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
             ));
         }
         match rebuilt.iter().find(|p| p.name == name) {
-            Some(p) if compare_bytes && p.sha256 != digest => report.differing.push(name.to_string()),
+            Some(p) if compare_bytes && p.sha256 != digest => {
+                report.differing.push(name.to_string())
+            }
             Some(_) => {}
             None if !rebuilt.is_empty() => report.missing.push(name.to_string()),
             None => {}
