@@ -164,6 +164,63 @@ pub async fn run_checks(
     futures::future::join_all(futures).await
 }
 
+/// Compare the candidate with the stable version (Kayenta-style, see [`crate::judge`]):
+/// every check is queried as a range for both slots, and the judge scores the pair.
+/// Returns the score (0..=100) and a one-line summary. A check's `direction`, `critical` and
+/// `weight` shape its part in the score; a failed query makes that metric *no data*.
+pub async fn judge_against_baseline(
+    cfg: &DeploymentConfig,
+    providers: &HashMap<String, Arc<dyn MetricProvider>>,
+    window_ms: u64,
+) -> (f64, String) {
+    let series = |check: &Check, slot: &'static str| {
+        let window = check
+            .interval
+            .unwrap_or(Duration::from_millis(window_ms.max(1000)));
+        let vars = query_vars(cfg, window, slot);
+        let query = MetricQuery {
+            text: render_template(&check.query, &vars),
+            kind: QueryKind::Range,
+            window_ms: window.as_millis() as u64,
+            step_ms: 1000,
+            vars,
+        };
+        let provider = providers.get(&check.provider).cloned();
+        async move {
+            let Some(p) = provider else { return Vec::new() };
+            match tokio::time::timeout(QUERY_TIMEOUT, p.run_query(&query)).await {
+                Ok(Ok(MetricAnswer::Series(s))) => s
+                    .iter()
+                    .map(|s| s.value)
+                    .filter(|v| v.is_finite())
+                    .collect(),
+                Ok(Ok(MetricAnswer::Value(v))) if v.is_finite() => vec![v],
+                _ => Vec::new(),
+            }
+        }
+    };
+    let inputs = futures::future::join_all(cfg.checks.iter().map(|check| async move {
+        let (candidate, baseline) =
+            tokio::join!(series(check, "candidate"), series(check, "stable"));
+        crate::judge::MetricInput {
+            name: check.name.clone(),
+            group: None,
+            candidate,
+            baseline,
+            direction: match check.direction {
+                Some(crate::config::Direction::Increase) => crate::judge::Direction::Increase,
+                Some(crate::config::Direction::Decrease) => crate::judge::Direction::Decrease,
+                Some(crate::config::Direction::Either) | None => crate::judge::Direction::Either,
+            },
+            critical: check.critical,
+            weight: check.weight,
+        }
+    }))
+    .await;
+    let result = crate::judge::judge(&inputs, &crate::judge::JudgeConfig::default());
+    (result.score, result.summary)
+}
+
 /// An analysis has no failed check but some no-data or error ones.
 pub fn is_inconclusive(outcome: &AnalysisOutcome) -> bool {
     !outcome
@@ -286,5 +343,69 @@ mod tests {
             checks: vec![mk(CheckVerdict::Pass)],
             score: None
         }));
+    }
+
+    /// Answers a series around 40 for the stable slot and around `candidate` otherwise.
+    struct BySlot {
+        candidate: f64,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricProvider for BySlot {
+        async fn run_query(&self, q: &MetricQuery) -> crate::contract::CallResult<MetricAnswer> {
+            let stable = q.vars.iter().any(|(k, v)| k == "slot" && v == "stable");
+            let base = if stable { 40.0 } else { self.candidate };
+            Ok(MetricAnswer::Series(
+                (0..30)
+                    .map(|i| Sample {
+                        timestamp_ms: i * 1000,
+                        value: base + (i % 6) as f64,
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    async fn judged(candidate: f64) -> (f64, String) {
+        let raw = r#"
+[deployment]
+app = "demo"
+version = "v2"
+artifact = "x"
+[target]
+plugin = "t"
+[strategy]
+plugin = "s"
+[[checks]]
+name = "success"
+provider = "m"
+query = "q"
+min = 0.0
+direction = "decrease"
+[plugins.t]
+source = "t.wasm"
+[plugins.s]
+source = "s.wasm"
+[plugins.m]
+source = "m.wasm"
+"#;
+        let loaded = crate::config::parse(raw, "judge.toml", std::path::Path::new(".")).unwrap();
+        let mut providers: HashMap<String, Arc<dyn MetricProvider>> = HashMap::new();
+        providers.insert("m".into(), Arc::new(BySlot { candidate }));
+        judge_against_baseline(&loaded.config, &providers, 30_000).await
+    }
+
+    #[tokio::test]
+    async fn baseline_comparison_scores_through_the_judge() {
+        let (same, _) = judged(40.0).await;
+        assert_eq!(same, 100.0, "identical distributions must pass");
+        let (worse, summary) = judged(10.0).await;
+        assert!(
+            worse < 75.0,
+            "a candidate far below its baseline must fail: {worse} {summary}"
+        );
+        // Higher is fine for a metric that only fails on a decrease.
+        let (better, _) = judged(70.0).await;
+        assert_eq!(better, 100.0);
     }
 }

@@ -1130,9 +1130,10 @@ impl Run {
         };
         let mut detail = String::new();
         if compare_baseline {
-            detail =
-                "compare_baseline: judged by per-check thresholds (statistical judge not wired)"
-                    .into();
+            let (score, summary) =
+                analysis::judge_against_baseline(&cfg.config, &self.providers, window_ms).await;
+            outcome.score = Some(score);
+            detail = format!("judge: {summary}");
         }
         if cfg.config.deployment.on_inconclusive == OnInconclusive::Pause
             && analysis::is_inconclusive(&outcome)
