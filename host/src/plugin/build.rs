@@ -429,12 +429,9 @@ fn build_javascript(
             Ok(())
         };
         if !dir.join("node_modules").is_dir() {
-            // `npm ci` installs exactly the committed lockfile.
-            if dir.join("package-lock.json").is_file() {
-                npm(&["ci", "--no-audit", "--no-fund"])?;
-            } else {
-                npm(&["install", "--no-audit", "--no-fund"])?;
-            }
+            // `npm install` follows the committed lockfile; `npm ci` refuses it when the
+            // lockfile lacks other platforms' optional binaries, as npm 11 writes it here.
+            npm(&["install", "--no-audit", "--no-fund"])?;
         }
         npm(&["run", "build"])?;
         let component = std::fs::read(&out)
