@@ -993,3 +993,84 @@ fn golden_validate_outputs() {
         failures.join("\n")
     );
 }
+
+/// Issue 6 end to end: `dax deploy` refuses a release whose Trivy report has a blocking
+/// finding (before touching the target), and proceeds once the finding is ignored with an
+/// unexpired entry. The report is a real one from Trivy's test suite, read by the embedded
+/// trivy plugin through a read-only directory grant.
+#[tokio::test]
+async fn deploy_refuses_a_release_the_gate_blocks_and_proceeds_when_ignored() {
+    let w = World::new();
+    let reports = dax_tests::repo_root().join("../shared/testdata/trivy");
+    assert!(
+        reports.join("dockerfile.json").is_file(),
+        "shared test data missing at {}",
+        reports.display()
+    );
+    let gate = |ignore: &str| Opts {
+        extra: format!(
+            r#"[gate]
+scanners = ["trivy"]
+severity = "HIGH"
+{ignore}
+
+[plugins.trivy]
+source = "builtin:trivy"
+[plugins.trivy.config]
+report = "/reports/dockerfile.json"
+check_artifact = false
+[plugins.trivy.grants]
+dirs = [{{ host = "{dir}", guest = "/reports" }}]
+"#,
+            dir = reports.display()
+        ),
+        ..Default::default()
+    };
+    let state = w.state_dir();
+    let state = state.to_str().unwrap();
+
+    let path = w.write(&gate(""));
+    let out = dax(
+        &["--state-dir", state, "deploy", path.to_str().unwrap()],
+        w.dir.path(),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "a blocked release must not exit 0:\n{text}"
+    );
+    assert!(
+        text.contains("DS-0002"),
+        "the summary must name the blocking finding:\n{text}"
+    );
+    assert!(
+        !w.dir.path().join("target-state/shop.json").exists(),
+        "the target must not be touched when the gate blocks"
+    );
+
+    let path = w.write(&gate(
+        "[[gate.ignore]]\nid = \"DS-0002\"\nexpires = \"2999-01-01\"\nreason = \"root user accepted until the base image moves\"",
+    ));
+    let out = dax(
+        &["--state-dir", state, "deploy", path.to_str().unwrap()],
+        w.dir.path(),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "an ignored finding must let the release through:\n{text}"
+    );
+    assert_eq!(
+        w.target_state()["stable"]["version"],
+        "v2",
+        "promoted:\n{text}"
+    );
+}

@@ -48,7 +48,9 @@ step "embedded plugins match the current sources"
 "$CARGO_TARGET_DIR/debug/dax" plugin build --check
 
 step "plugin crates' own unit and property tests"
-for ws in plugins tests/plugins examples/plugins; do
+# Only first-party plugins carry native unit tests; example and test plugins are
+# exercised as components through the host.
+for ws in plugins; do
   [ -f "$ws/Cargo.toml" ] || continue
   # One package per cargo invocation: the SDK allows one plugin role per build.
   for pkg in $(cd "$ws" && cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do

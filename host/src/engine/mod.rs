@@ -606,7 +606,36 @@ impl Run {
         })
         .await?;
         if !verdict.passed {
-            self.reason = format!("release gate blocked: {}", verdict.summary);
+            // Name what blocked, so the operator sees why without opening the journal.
+            let mut blocking: Vec<String> = verdict
+                .blocked
+                .iter()
+                .take(10)
+                .map(|b| {
+                    let f = &b.finding;
+                    let package = if f.package.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {}", f.package)
+                    };
+                    format!("{} ({:?}{package}, {})", f.id, f.severity, b.scanner)
+                })
+                .collect();
+            if verdict.blocked.len() > 10 {
+                blocking.push(format!("and {} more", verdict.blocked.len() - 10));
+            }
+            blocking.extend(
+                verdict
+                    .scanner_errors
+                    .iter()
+                    .filter(|e| e.blocking)
+                    .map(|e| format!("scanner `{}` failed: {}", e.scanner, e.error)),
+            );
+            self.reason = format!(
+                "release gate blocked: {}; blocking: {}",
+                verdict.summary,
+                blocking.join(", ")
+            );
         }
         Ok(verdict.passed)
     }
