@@ -63,7 +63,7 @@ for ws in plugins; do
 done
 
 step "host and integration tests"
-cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt" | grep -vE "^\s*$" | tail -n 200
+cargo test --workspace --no-fail-fast --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt" | grep -vE "^\s*$" | tail -n 200
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo "[0-9]+ passed" "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo "[0-9]+ failed" "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')

@@ -24,6 +24,8 @@ pub struct CompileCache {
 pub enum CompileSource {
     Compiled,
     Cache,
+    /// Already compiled by this process.
+    Memory,
 }
 
 impl CompileCache {

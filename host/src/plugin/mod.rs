@@ -30,6 +30,7 @@ use crate::contract::{
 use anyhow::Context as _;
 use sandbox::{PluginState, Sandbox};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -79,6 +80,9 @@ pub struct PluginHost {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
     cache: cache::CompileCache,
+    /// Components compiled or loaded by this process, by sha256: concurrent loads of the
+    /// same plugin (many deployments starting at once) compile it once.
+    compiled: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Component>>>>,
     pooling: bool,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -130,6 +134,7 @@ impl PluginHost {
             engine,
             linker: Arc::new(linker),
             cache,
+            compiled: Mutex::new(HashMap::new()),
             pooling,
             ticker_stop,
         })
@@ -182,16 +187,31 @@ impl PluginHost {
             }
         }
         check_is_component(name, origin, bytes)?;
-        let (component, compiled) = {
-            let engine = self.engine.clone();
-            let bytes = bytes.to_vec();
-            let digest = digest.clone();
-            // Compiling can take seconds (large JS components); keep it off the async workers.
-            let cache = self.cache.clone();
-            tokio::task::spawn_blocking(move || cache.get_or_compile(&engine, &digest, &bytes))
+        let cell = self
+            .compiled
+            .lock()
+            .unwrap()
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let mut compiled = CompileSource::Memory;
+        let component = cell
+            .get_or_try_init(|| async {
+                let engine = self.engine.clone();
+                let bytes = bytes.to_vec();
+                let digest = digest.clone();
+                // Compiling can take seconds (large JS components); keep it off the async workers.
+                let cache = self.cache.clone();
+                let (component, source) = tokio::task::spawn_blocking(move || {
+                    cache.get_or_compile(&engine, &digest, &bytes)
+                })
                 .await?
-                .with_context(|| format!("plugin `{name}`: {origin} is not a valid component"))?
-        };
+                .with_context(|| format!("plugin `{name}`: {origin} is not a valid component"))?;
+                compiled = source;
+                anyhow::Ok(component)
+            })
+            .await?
+            .clone();
         let world = detect_world(name, origin, &component, &self.engine)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
