@@ -26,9 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use strategy_kit::machine::{Config, Ctx, HookFailure, Op, Spec};
 use strategy_kit::params::{parse_params, Duration, ScoreThresholds};
-use strategy_kit::types::{
-    Error, HookPhase, MatchSource, RequestMatch, Slot, StringMatch, TrafficSplit,
-};
+use strategy_kit::types::{Error, HookPhase, MatchSource, RequestMatch, StringMatch, TrafficSplit};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -227,26 +225,11 @@ impl Spec for AbTest {
     fn program(p: &Params, _ctx: &Ctx) -> Vec<Op> {
         let r = &p.raw;
         let interval = r.interval.ms();
-        let mut ops = vec![
-            Op::Hook {
-                phase: HookPhase::ConfirmRollout,
-                on_fail: HookFailure::Gate,
-            },
-            Op::Deploy,
-            Op::AwaitReady {
-                slot: Slot::Candidate,
-                percent: r.canary_ready_threshold,
-                min_ready: 0,
-            },
-            Op::AwaitReady {
-                slot: Slot::Stable,
-                percent: r.primary_ready_threshold,
-                min_ready: 0,
-            },
-            Op::Hook {
-                phase: HookPhase::PreRollout,
-                on_fail: HookFailure::Count,
-            },
+        let mut ops = strategy_kit::machine::rollout_preamble(
+            r.canary_ready_threshold,
+            r.primary_ready_threshold,
+        );
+        ops.extend([
             Op::Hook {
                 phase: HookPhase::ConfirmTrafficIncrease,
                 on_fail: HookFailure::Gate,
@@ -256,7 +239,7 @@ impl Spec for AbTest {
                 matches: p.matches.clone(),
                 mirror_percent: 0,
             }),
-        ];
+        ]);
         for i in 1..=r.iterations {
             ops.push(Op::Analysis {
                 wait_ms: interval,

@@ -27,7 +27,7 @@
 use serde::Deserialize;
 use strategy_kit::machine::{Config, Ctx, HookFailure, Op, Spec};
 use strategy_kit::params::{parse_params, Duration, ScoreThresholds};
-use strategy_kit::types::{Error, HookPhase, Slot, TrafficSplit};
+use strategy_kit::types::{Error, HookPhase, TrafficSplit};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -134,27 +134,10 @@ impl Spec for BlueGreen {
 
     fn program(p: &Params, _ctx: &Ctx) -> Vec<Op> {
         let interval = p.interval.ms();
-        let mut ops = vec![
-            Op::Hook {
-                phase: HookPhase::ConfirmRollout,
-                on_fail: HookFailure::Gate,
-            },
-            Op::Deploy,
-            Op::AwaitReady {
-                slot: Slot::Candidate,
-                percent: p.canary_ready_threshold,
-                min_ready: 0,
-            },
-            Op::AwaitReady {
-                slot: Slot::Stable,
-                percent: p.primary_ready_threshold,
-                min_ready: 0,
-            },
-            Op::Hook {
-                phase: HookPhase::PreRollout,
-                on_fail: HookFailure::Count,
-            },
-        ];
+        let mut ops = strategy_kit::machine::rollout_preamble(
+            p.canary_ready_threshold,
+            p.primary_ready_threshold,
+        );
         if p.mirror {
             ops.push(Op::SetTraffic(TrafficSplit {
                 mirror_percent: p.mirror_weight,

@@ -235,27 +235,10 @@ impl Spec for Canary {
 
     fn program(p: &Params, _ctx: &Ctx) -> Vec<Op> {
         let interval = p.interval.ms();
-        let mut ops = vec![
-            Op::Hook {
-                phase: HookPhase::ConfirmRollout,
-                on_fail: HookFailure::Gate,
-            },
-            Op::Deploy,
-            Op::AwaitReady {
-                slot: Slot::Candidate,
-                percent: p.canary_ready_threshold,
-                min_ready: 0,
-            },
-            Op::AwaitReady {
-                slot: Slot::Stable,
-                percent: p.primary_ready_threshold,
-                min_ready: 0,
-            },
-            Op::Hook {
-                phase: HookPhase::PreRollout,
-                on_fail: HookFailure::Count,
-            },
-        ];
+        let mut ops = strategy_kit::machine::rollout_preamble(
+            p.canary_ready_threshold,
+            p.primary_ready_threshold,
+        );
         let mut weight = 0u8;
         if let Some(steps) = &p.steps {
             for (i, s) in steps.iter().enumerate() {

@@ -31,6 +31,33 @@ pub enum HookFailure {
     Gate,
 }
 
+/// The opening every traffic-shifting strategy shares, in Flagger's order: the
+/// confirm-rollout gate, deploy the candidate, wait for both slots to be ready
+/// (`*ReadyThreshold` percent), then the pre-rollout hooks (a failure counts).
+pub fn rollout_preamble(canary_ready_threshold: u8, primary_ready_threshold: u8) -> Vec<Op> {
+    vec![
+        Op::Hook {
+            phase: crate::types::HookPhase::ConfirmRollout,
+            on_fail: HookFailure::Gate,
+        },
+        Op::Deploy,
+        Op::AwaitReady {
+            slot: crate::types::Slot::Candidate,
+            percent: canary_ready_threshold,
+            min_ready: 0,
+        },
+        Op::AwaitReady {
+            slot: crate::types::Slot::Stable,
+            percent: primary_ready_threshold,
+            min_ready: 0,
+        },
+        Op::Hook {
+            phase: crate::types::HookPhase::PreRollout,
+            on_fail: HookFailure::Count,
+        },
+    ]
+}
+
 /// A replica count for `Scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replicas {
