@@ -6,13 +6,22 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("builtin");
+    // The manifest dir at run time: `env!` would bake in the path this script was compiled
+    // at, and cargo reuses a compiled build script for a checkout at another path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let dir = Path::new(&manifest_dir).join("builtin");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     entries.retain(|p| p.extension().is_some_and(|e| e == "wasm"));
     entries.sort();
+    if entries.is_empty() {
+        println!(
+            "cargo:warning=no embedded plugins: {} holds no *.wasm (run `dax plugin build --embed`)",
+            dir.display()
+        );
+    }
     let mut code = String::from("/// (name, component bytes) of every embedded plugin.\npub static BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
     for path in &entries {
         println!("cargo:rerun-if-changed={}", path.display());

@@ -11,6 +11,7 @@ use dax::contract::{
 };
 use dax::local::process::pid_alive;
 use dax::local::{shutdown_all_local_targets, LocalMetrics, LocalTarget};
+use dax_tests::demo_app;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -24,21 +25,6 @@ use std::time::{Duration, Instant};
 /// `shutdown_all_local_targets` kills the children of every target in this process, so the
 /// test that calls it runs alone (write lock) while the others share (read lock).
 static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-fn demo_app() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/app.py");
-    assert!(p.exists(), "demo app missing at {}", p.display());
-    let ok = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "python3 is required for the local target tests (apt-get install python3)"
-    );
-    p
-}
 
 fn config(extra: serde_json::Value) -> serde_json::Value {
     let app = demo_app();

@@ -6,15 +6,12 @@
 
 use dax::contract::{CallError, MetricAnswer, MetricProvider, MetricQuery, PluginError, QueryKind};
 use dax::plugin::PluginHost;
-use dax_tests::{fresh_host, in_ci, plugin_path, spec};
+use dax_tests::{free_port, fresh_host, plugin_path, spec, Prometheus};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// Requests per second the fake proxy reports for each slot, and the candidate's 5xx share.
 const CANDIDATE_RPS: f64 = 100.0;
@@ -83,66 +80,6 @@ async fn serve_metrics() -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The Prometheus child process; killed (by pid) when dropped.
-struct Prom {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prom {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_prometheus(target_port: u16) -> Option<Prom> {
-    if !Path::new(PROMETHEUS).exists() {
-        assert!(
-            !in_ci(),
-            "{PROMETHEUS} is missing: install the Debian package `prometheus` (.ci/run does)"
-        );
-        eprintln!("SKIP: {PROMETHEUS} not installed (apt-get install prometheus)");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dax-proxy\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let child = Command::new(PROMETHEUS)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting prometheus");
-    Some(Prom {
-        child,
-        port,
-        _dir: dir,
-    })
-}
-
 async fn provider(host: &PluginHost, address: &str, granted: &str) -> Arc<dyn MetricProvider> {
     let mut s = spec(&plugin_path("prometheus"));
     s.grants.http = vec![granted.to_string()];
@@ -172,10 +109,10 @@ fn q(text: &str, kind: QueryKind, vars: &[(&str, &str)]) -> MetricQuery {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_plugin_against_a_real_prometheus() {
     let metrics_port = serve_metrics().await;
-    let Some(prom) = start_prometheus(metrics_port) else {
+    let Some(prom) = Prometheus::start(metrics_port) else {
         return;
     };
-    let address = format!("http://127.0.0.1:{}", prom.port);
+    let address = prom.address();
     let (host, _cache) = fresh_host();
     let p = provider(&host, &address, &address).await;
     let demo = [("app", "demo"), ("version", "v2")];

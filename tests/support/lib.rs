@@ -109,3 +109,157 @@ pub fn fresh_host() -> (dax::plugin::PluginHost, tempfile::TempDir) {
     .expect("creating the plugin host");
     (host, cache)
 }
+
+/// The demo app (`examples/demo-app/app.py`); panics unless it and `python3` are there.
+pub fn demo_app() -> PathBuf {
+    let p = repo_root().join("examples/demo-app/app.py");
+    assert!(p.exists(), "demo app missing at {}", p.display());
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "python3 is required for the local target tests (apt-get install python3)"
+    );
+    p
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Prometheus server of the Debian package `prometheus`.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// A real Prometheus child process on a loopback port, with its config, data and log in a
+/// temporary directory; killed (by pid) when dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Start Prometheus scraping `http://127.0.0.1:{target_port}/metrics` every second.
+    /// Without [`PROMETHEUS`], `None` (and a printed SKIP line) locally; a panic under CI.
+    pub fn start(target_port: u16) -> Option<Prometheus> {
+        if !Path::new(PROMETHEUS).exists() {
+            assert!(
+                !in_ci(),
+                "{PROMETHEUS} is missing: install the Debian package `prometheus` (.ci/run does)"
+            );
+            eprintln!("SKIP: {PROMETHEUS} not installed (apt-get install prometheus)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dax-proxy\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = std::process::Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting prometheus");
+        Some(Prometheus { child, port, dir })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What Prometheus wrote to stderr so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Wait until Prometheus is ready and has tried its first scrape (`up` has a sample):
+    /// it hands static targets to its scrape loop only after its discovery manager's update
+    /// period (about 5s after start), well after `/-/ready`. Panics with the log after `limit`.
+    pub fn wait_ready(&self, limit: std::time::Duration) {
+        let t0 = std::time::Instant::now();
+        let scraping = || {
+            http_get(self.port, "/-/ready").is_some_and(|(s, _)| s == 200)
+                && self
+                    .query("up")
+                    .as_array()
+                    .is_some_and(|series| !series.is_empty())
+        };
+        while !scraping() {
+            assert!(
+                t0.elapsed() < limit,
+                "Prometheus on {} not scraping within {limit:?}; its log:\n{}",
+                self.address(),
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// An instant PromQL query straight through the HTTP API: the `data.result` array.
+    pub fn query(&self, promql: &str) -> serde_json::Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, body) = http_get(self.port, &format!("/api/v1/query?query={encoded}"))
+            .unwrap_or_else(|| panic!("Prometheus on {} is unreachable", self.address()));
+        assert_eq!(status, 200, "query `{promql}`: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].clone()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP/1.0 GET on 127.0.0.1:`port`: `(status, body)`, `None` when unreachable.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(timeout)).ok()?;
+    write!(
+        sock,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    sock.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
