@@ -3,16 +3,29 @@
 //!
 //! ```sh
 //! cargo bench -p dax --bench engine_concurrency -- 100 1000 10000
-//! DAX_BENCH_STEPS=10 DAX_BENCH_FSYNC=1 cargo bench -p dax --bench engine_concurrency -- 1000
+//! DAX_BENCH_STEPS=10 DAX_BENCH_FSYNC=0 DAX_BENCH_STARTUPS=8 cargo bench -p dax --bench engine_concurrency -- 1000
 //! ```
 //!
 //! Each deployment runs the real engine (journal, decisions, outcomes, analysis) with
-//! host-native doubles for the strategy (wait 1 s → set weight → analyze, repeated), the
-//! target (no-op) and one metric check (constant 100). Journals go to a temp dir; by default
-//! they are written without fsync (page cache) because 10,000 deployments × 3 records/s of
-//! fsyncs measure the disk, not the engine; `DAX_BENCH_FSYNC=1` turns fsync on.
+//! host-native doubles for the strategy (wait 1 s → set weight → analyze, repeated
+//! `DAX_BENCH_STEPS` times, default 30 so that every deployment is still rolling out when the
+//! last one starts), the target (no-op) and one metric check (constant 100). Journals go to a
+//! temp dir and are fsync'd as in production (group commit); `DAX_BENCH_FSYNC=0` writes them
+//! to the page cache only. `DAX_BENCH_STARTUPS` overrides the engine's start-up permits.
+//! `DAX_BENCH_DIR` puts the state directories on another filesystem: on ext4, creating
+//! files is much slower for a few minutes after many were deleted nearby (its allocator skips
+//! recently freed inodes), which is what the previous run's cleanup does.
+//!
+//! Columns: `peak` is the most deployments rolling out at once; `start-up` is when the last
+//! one took its first step; `steady CPU` is the CPU share after that; lateness is reported for
+//! every wait and for the waits that began after the start-up burst.
 
 use dax::contract::*;
+
+/// The same allocator as the `dax` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use dax::engine::{Engine, PluginResolver, ResolvedPlugin};
 use dax::plugin::PluginSpec;
 use dax::state::{Durability, StateDir};
@@ -20,10 +33,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// When each wait started, per deployment, and how late each ended.
+/// How late each wait ended, with when it started; and when the last deployment began its
+/// rollout (the end of the start-up burst).
 #[derive(Default)]
 struct Lateness {
-    samples: Mutex<Vec<u64>>,
+    /// (wait started, ms after the epoch; ms late)
+    samples: Mutex<Vec<(u64, u64)>>,
+    last_start_ms: std::sync::atomic::AtomicU64,
+    /// Deployments between their first and their last strategy step, and the most at once.
+    rolling_out: std::sync::atomic::AtomicU64,
+    peak_rolling_out: std::sync::atomic::AtomicU64,
 }
 
 struct BenchStrategy {
@@ -47,6 +66,16 @@ impl Strategy for BenchStrategy {
         })
     }
     async fn start(&self) -> CallResult<Decision> {
+        self.lateness
+            .last_start_ms
+            .fetch_max(now_ms(self.epoch), std::sync::atomic::Ordering::Relaxed);
+        let now = self
+            .lateness
+            .rolling_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lateness
+            .peak_rolling_out
+            .fetch_max(now + 1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.wait(0))
     }
     async fn next(&self, state: &[u8], obs: &Observation) -> CallResult<Decision> {
@@ -56,7 +85,7 @@ impl Strategy for BenchStrategy {
             0 => {
                 let started = u64::from_le_bytes(state[2..10].try_into().unwrap());
                 let late = now_ms(self.epoch).saturating_sub(started + 1000);
-                self.lateness.samples.lock().unwrap().push(late);
+                self.lateness.samples.lock().unwrap().push((started, late));
                 let w = ((step + 1) * 100 / self.steps).min(100) as u8;
                 Ok(Decision {
                     next: Step::SetTraffic(TrafficSplit {
@@ -77,6 +106,11 @@ impl Strategy for BenchStrategy {
             }),
             _ => {
                 let ok = matches!(&obs.last, Outcome::Analysis(a) if a.checks.iter().all(|c| c.verdict == CheckVerdict::Pass));
+                if !ok || step + 1 >= self.steps {
+                    self.lateness
+                        .rolling_out
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if !ok {
                     return Ok(Decision {
                         next: Step::Finish(FinalStatus::RolledBack),
@@ -269,8 +303,36 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn run(n: usize, steps: u32, fsync: bool) -> (f64, f64, f64, u64, u64, u64, usize) {
-    let dir = tempfile::tempdir().unwrap();
+/// One row of the table.
+struct Row {
+    wall_s: f64,
+    /// When the last deployment began its rollout: the start-up burst.
+    startup_s: f64,
+    cpu_s: f64,
+    /// CPU used between the end of the start-up burst and the end, as % of one core.
+    steady_cpu_pct: f64,
+    rss_per_kib: f64,
+    /// Lateness of every wait (p50, p99, max), and of the waits that began after start-up.
+    all: (u64, u64, u64),
+    steady: (u64, u64, u64),
+    promoted: usize,
+    peak_rolling_out: u64,
+}
+
+fn lateness_stats(mut late: Vec<u64>) -> (u64, u64, u64) {
+    late.sort_unstable();
+    (
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        *late.last().unwrap_or(&0),
+    )
+}
+
+async fn run(n: usize, steps: u32, fsync: bool, startups: Option<usize>) -> Row {
+    let dir = match std::env::var_os("DAX_BENCH_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let lateness = Arc::new(Lateness::default());
     let epoch = Instant::now();
     let resolver = Natives {
@@ -286,16 +348,26 @@ async fn run(n: usize, steps: u32, fsync: bool) -> (f64, f64, f64, u64, u64, u64
     };
     let mut engine = Engine::new(state, Arc::new(resolver));
     engine.control_poll = Duration::from_secs(1);
+    if let Some(permits) = startups {
+        engine.startup = Arc::new(tokio::sync::Semaphore::new(permits));
+    }
     let cfg = dax::config::parse(CONFIG, "bench.toml", Path::new(".")).unwrap();
     let rss0 = rss_kib();
     let cpu0 = cpu_seconds();
+    let flush0 = dax::state::flush_stats();
     let t0 = Instant::now();
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+    // (ms after the epoch, CPU seconds) every 200 ms, for the steady-state CPU share.
+    let cpu_samples = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
-        let peak = peak.clone();
+        let (peak, cpu_samples) = (peak.clone(), cpu_samples.clone());
         tokio::spawn(async move {
             loop {
                 peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                cpu_samples
+                    .lock()
+                    .unwrap()
+                    .push((now_ms(epoch), cpu_seconds()));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -317,23 +389,59 @@ async fn run(n: usize, steps: u32, fsync: bool) -> (f64, f64, f64, u64, u64, u64
         }
     }
     sampler.abort();
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    let rss_per = (peak
+    let flush1 = dax::state::flush_stats();
+    if flush1.rounds > flush0.rounds {
+        let rounds = flush1.rounds - flush0.rounds;
+        eprintln!(
+            "  N={n}: {rounds} flush rounds, {:.0} appends each, {:.1} ms each on average, longest {:.1} ms",
+            (flush1.appends - flush0.appends) as f64 / rounds as f64,
+            (flush1.busy_us - flush0.busy_us) as f64 / rounds as f64 / 1000.0,
+            flush1.longest_us as f64 / 1000.0
+        );
+    }
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds() - cpu0;
+    let rss_per_kib = (peak
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(rss0)) as f64
         / n as f64;
-    let mut s = lateness.samples.lock().unwrap().clone();
-    s.sort_unstable();
-    (
-        wall,
-        cpu,
-        rss_per,
-        percentile(&s, 0.5),
-        percentile(&s, 0.99),
-        *s.last().unwrap_or(&0),
+    let last_start = lateness
+        .last_start_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let steady_cpu_pct = {
+        let samples = cpu_samples.lock().unwrap();
+        let from = samples.iter().find(|(t, _)| *t >= last_start).copied();
+        match (from, samples.last()) {
+            (Some((t1, c1)), Some(&(t2, c2))) if t2 > t1 => {
+                100.0 * (c2 - c1) / ((t2 - t1) as f64 / 1000.0)
+            }
+            _ => 100.0 * cpu_s / wall_s,
+        }
+    };
+    let samples = lateness.samples.lock().unwrap().clone();
+    if let Some(path) = std::env::var_os("DAX_BENCH_SAMPLES") {
+        // Every wait as "started_ms late_ms", for plotting where the late ones cluster.
+        let text: String = samples.iter().map(|(s, l)| format!("{s} {l}\n")).collect();
+        std::fs::write(path, text).unwrap();
+    }
+    let steady = samples
+        .iter()
+        .filter(|(started, _)| *started > last_start)
+        .map(|(_, late)| *late)
+        .collect();
+    Row {
+        wall_s,
+        startup_s: last_start as f64 / 1000.0,
+        cpu_s,
+        steady_cpu_pct,
+        rss_per_kib,
+        all: lateness_stats(samples.iter().map(|(_, late)| *late).collect()),
+        steady: lateness_stats(steady),
         promoted,
-    )
+        peak_rolling_out: lateness
+            .peak_rolling_out
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 fn main() {
@@ -347,8 +455,12 @@ fn main() {
     let steps: u32 = std::env::var("DAX_BENCH_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let fsync = std::env::var("DAX_BENCH_FSYNC").is_ok_and(|v| v == "1");
+        .unwrap_or(30);
+    // Journals are fsync'd as in production unless DAX_BENCH_FSYNC=0.
+    let fsync = std::env::var("DAX_BENCH_FSYNC").map_or(true, |v| v != "0");
+    let startups: Option<usize> = std::env::var("DAX_BENCH_STARTUPS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -358,33 +470,39 @@ fn main() {
         .unwrap();
     println!(
         "engine_concurrency: {steps} steps of 1 s per deployment (wait 1s → set weight → analyze), journal {}, {threads} cores",
-        if fsync { "fsync'd" } else { "without fsync" }
+        if fsync { "fsync'd (group commit)" } else { "without fsync" }
     );
     println!(
-        "{:>7} | {:>7} | {:>9} | {:>11} | {:>13} | {:>8} | {:>8} | {:>8} | {:>8}",
+        "{:>6} | {:>6} | {:>6} | {:>8} | {:>6} | {:>10} | {:>9} | {:>22} | {:>23} | {:>8}",
         "N",
+        "peak",
         "wall s",
+        "start-up",
         "CPU s",
-        "CPU % core",
-        "RSS/deploy KiB",
-        "late p50",
-        "late p99",
-        "late max",
+        "steady CPU",
+        "RSS/dep",
+        "late all p50/p99/max",
+        "late steady p50/p99/max",
         "promoted"
     );
     for n in ns {
-        let (wall, cpu, rss, p50, p99, max, promoted) = rt.block_on(run(n, steps, fsync));
+        let r = rt.block_on(run(n, steps, fsync, startups));
         println!(
-            "{:>7} | {:>7.1} | {:>9.2} | {:>10.1}% | {:>14.1} | {:>6} ms | {:>6} ms | {:>6} ms | {:>8}",
+            "{:>6} | {:>6} | {:>6.1} | {:>6.1} s | {:>6.2} | {:>9.1}% | {:>5.1} KiB | {:>5} / {:>5} / {:>5} ms | {:>5} / {:>5} / {:>5} ms  | {:>8}",
             n,
-            wall,
-            cpu,
-            100.0 * cpu / wall,
-            rss,
-            p50,
-            p99,
-            max,
-            promoted
+            r.peak_rolling_out,
+            r.wall_s,
+            r.startup_s,
+            r.cpu_s,
+            r.steady_cpu_pct,
+            r.rss_per_kib,
+            r.all.0,
+            r.all.1,
+            r.all.2,
+            r.steady.0,
+            r.steady.1,
+            r.steady.2,
+            r.promoted
         );
     }
 }

@@ -47,8 +47,19 @@ pub struct Cli {
     /// Where journals live (default: $DAX_STATE_DIR or ~/.local/state/dax).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// When a journal record counts as written: `disk` (fsync'd; survives a machine crash)
+    /// or `page-cache` (survives `dax` being killed, not the machine crashing; for
+    /// thousands of concurrent deployments on a disk that cannot flush that often).
+    #[arg(long, global = true, value_enum, default_value_t = JournalSync::Disk, env = "DAX_JOURNAL_SYNC")]
+    pub journal_sync: JournalSync,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JournalSync {
+    Disk,
+    PageCache,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,10 +139,15 @@ pub async fn main() -> i32 {
     }
 }
 
-fn engine(cli_state: &Option<PathBuf>) -> Engine {
+fn engine(cli_state: &Option<PathBuf>, sync: JournalSync) -> Engine {
     let dir = cli_state.clone().unwrap_or_else(default_state_dir);
     let resolver = HostResolver::new(crate::plugin::HostOptions::default());
-    Engine::new(StateDir::new(dir), Arc::new(resolver))
+    let mut state = StateDir::new(dir);
+    state.durability = match sync {
+        JournalSync::Disk => crate::state::Durability::Fsync,
+        JournalSync::PageCache => crate::state::Durability::Buffered,
+    };
+    Engine::new(state, Arc::new(resolver))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -140,7 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugin(cmd) => plugin::run(cmd, json).await,
         Command::Gate(args) => gate::run(&args, json).await,
         Command::Validate { file } => {
-            let engine = engine(&cli.state_dir);
+            let engine = engine(&cli.state_dir, cli.journal_sync);
             let problems = match config::load_file(&file) {
                 Err(problems) => problems,
                 Ok(cfg) => engine.validate(&cfg).await,
@@ -157,7 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if problems.is_empty() { 0 } else { EXIT_INVALID })
         }
         Command::Plan { file } => {
-            let engine = engine(&cli.state_dir);
+            let engine = engine(&cli.state_dir, cli.journal_sync);
             let cfg = match config::load_file(&file) {
                 Ok(c) => c,
                 Err(p) => return Ok(invalid(&p, json)),
@@ -196,7 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             id,
             no_progress,
         } => {
-            let engine = engine(&cli.state_dir);
+            let engine = engine(&cli.state_dir, cli.journal_sync);
             let cfg = match config::load_file(&file) {
                 Ok(c) => c,
                 Err(p) => return Ok(invalid(&p, json)),
@@ -206,7 +222,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             finish(with_ctrl_c(fut).await, &progress, json)
         }
         Command::Resume { id, no_progress } => {
-            let engine = engine(&cli.state_dir);
+            let engine = engine(&cli.state_dir, cli.journal_sync);
             if engine.state.read(&id).is_err() {
                 return Ok(not_found(&engine.state, &id, json));
             }

@@ -48,6 +48,7 @@
 
 pub mod analysis;
 pub mod builtins;
+pub mod control;
 pub mod hooks;
 pub mod resolve;
 pub mod summary;
@@ -99,9 +100,20 @@ pub struct Engine {
     pub state: StateDir,
     pub resolver: Arc<dyn PluginResolver>,
     pub http: reqwest::Client,
-    /// How often waits and pauses look for `dax promote` / `dax abort`.
+    /// How often the engine looks for `dax promote` / `dax abort` (its control bell).
     pub control_poll: Duration,
+    /// Wakes the deployments that `dax promote` / `dax abort` name; made on first use so
+    /// that `control_poll` can still be set after `new`.
+    bell: Arc<std::sync::OnceLock<Arc<control::ControlBell>>>,
+    /// Deployments that may be starting at once (resolve, create the journal, instantiate).
+    /// Start-up is CPU and filesystem work; letting 10,000 deployments do it at the same
+    /// instant would delay the timers of the ones already rolling out. Waiting deployments
+    /// queue here without occupying the runtime.
+    pub startup: Arc<tokio::sync::Semaphore>,
 }
+
+/// Start-ups in flight per core (see `Engine::startup`).
+const STARTUPS_PER_CORE: usize = 2;
 
 impl Engine {
     pub fn new(state: StateDir, resolver: Arc<dyn PluginResolver>) -> Self {
@@ -113,7 +125,38 @@ impl Engine {
                 .build()
                 .expect("HTTP client"),
             control_poll: Duration::from_millis(250),
+            bell: Arc::default(),
+            startup: Arc::new(tokio::sync::Semaphore::new(
+                STARTUPS_PER_CORE
+                    * std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2),
+            )),
         }
+    }
+
+    fn bell(&self) -> &Arc<control::ControlBell> {
+        self.bell
+            .get_or_init(|| control::ControlBell::new(&self.state, self.control_poll))
+    }
+
+    async fn startup_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.startup
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the start-up semaphore is never closed")
+    }
+
+    /// Create a journal off the runtime's threads (directory and file creation can block).
+    async fn create_journal(&self, id: &str) -> anyhow::Result<Journal> {
+        let (state, id) = (self.state.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || state.create(&id)).await?
+    }
+
+    async fn open_journal(&self, id: &str) -> anyhow::Result<(Journal, Vec<Record>)> {
+        let (state, id) = (self.state.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || state.open(&id)).await?
     }
 
     /// Validate everything (`dax validate`): every problem, located in the file.
@@ -148,9 +191,10 @@ impl Engine {
         id: Option<String>,
         observer: Option<Observer>,
     ) -> Result<Report, DeployError> {
+        let permit = self.startup_permit().await;
         let set = self.resolved(&cfg).await?;
         let id = id.unwrap_or_else(|| crate::state::new_id(&cfg.config.deployment.app));
-        let journal = self.state.create(&id)?;
+        let journal = self.create_journal(&id).await?;
         let cfg = Arc::new(cfg);
         let mut run = Run::new(self, &id, cfg.clone(), journal, observer, 0);
         let c = &cfg.config;
@@ -169,7 +213,9 @@ impl Engine {
             plugins: plugin_records(&cfg, &set),
         })
         .await?;
-        if let Err(e) = run.instantiate(&set).await {
+        let instantiated = run.instantiate(&set).await;
+        drop(permit);
+        if let Err(e) = instantiated {
             return Ok(run
                 .finish_without_rollout(FinalStatus::Failed, format!("{e:#}"))
                 .await?);
@@ -194,7 +240,8 @@ impl Engine {
         id: &str,
         observer: Option<Observer>,
     ) -> Result<Report, DeployError> {
-        let (journal, records) = self.state.open(id)?;
+        let permit = self.startup_permit().await;
+        let (journal, records) = self.open_journal(id).await?;
         if let Some(report) = finished_report(id, &records) {
             return Ok(report);
         }
@@ -232,6 +279,7 @@ impl Engine {
         let offset = records.last().map(|r| r.elapsed_ms).unwrap_or(0);
         let cfg = Arc::new(cfg);
         let mut run = Run::new(self, id, cfg.clone(), journal, observer, offset);
+        run.summary = std::sync::Mutex::new(Summary::fold(id, &records));
         run.n = records
             .iter()
             .filter_map(|r| match r.event {
@@ -279,6 +327,7 @@ impl Engine {
         let app = cfg.config.deployment.app.clone();
         let stable = run.target().status(&app, Slot::Stable).await.ok();
         let candidate = run.target().status(&app, Slot::Candidate).await.ok();
+        drop(permit);
         run.record(Event::Resumed {
             pid: std::process::id(),
             stable: stable.clone(),
@@ -463,6 +512,11 @@ struct Run {
     n: u64,
     last_progress_ms: u64,
     control_seen: usize,
+    /// This deployment's control bell, and whether its control file is still unread.
+    control: control::Registration,
+    control_unread: bool,
+    /// The journal so far, folded (what `finish` reports without re-reading the journal).
+    summary: std::sync::Mutex<Summary>,
     abort_requested: bool,
     load: Vec<hooks::LoadGenerator>,
     rollback_failures: u32,
@@ -494,6 +548,9 @@ impl Run {
             n: 0,
             last_progress_ms: offset_ms,
             control_seen: 0,
+            control: engine.bell().register(id),
+            control_unread: true,
+            summary: std::sync::Mutex::new(Summary::new(id)),
             abort_requested: false,
             load: Vec::new(),
             rollback_failures: 0,
@@ -512,6 +569,10 @@ impl Run {
 
     async fn record(&self, event: Event) -> anyhow::Result<Record> {
         let rec = self.journal.append(self.elapsed_ms(), event).await?;
+        self.summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(&rec);
         if let Some(o) = &self.observer {
             o(&rec);
         }
@@ -663,9 +724,7 @@ impl Run {
             reason: self.reason.clone(),
         })
         .await?;
-        let records =
-            crate::state::StateDir::read(&self.engine.state, &self.id).unwrap_or_default();
-        let summary = Summary::from_records(&self.id, &records);
+        let summary = std::mem::take(&mut *self.summary.lock().unwrap_or_else(|e| e.into_inner()));
         let event = match status {
             FinalStatus::Promoted => "promoted",
             FinalStatus::RolledBack => "rolled-back",
@@ -679,12 +738,14 @@ impl Run {
             self.reason,
             summary::fmt_ms(summary.elapsed_ms)
         );
-        self.notify_with(
-            event,
-            &text,
-            serde_json::to_value(&summary).unwrap_or_default(),
-        )
-        .await;
+        if !c.notifications.is_empty() {
+            self.notify_with(
+                event,
+                &text,
+                serde_json::to_value(&summary).unwrap_or_default(),
+            )
+            .await;
+        }
         Ok(Report {
             id: self.id.clone(),
             status,
@@ -713,6 +774,11 @@ impl Run {
 
     /// Unconsumed control records, journaled as consumed.
     async fn take_control(&mut self) -> anyhow::Result<Vec<ControlAction>> {
+        // The control file can only have news at the start and after the bell rang.
+        let unread = std::mem::take(&mut self.control_unread);
+        if !unread && !self.control.listener.take_ring() {
+            return Ok(Vec::new());
+        }
         let all = self.engine.state.read_control(&self.id);
         let mut out = Vec::new();
         for (index, rec) in all.into_iter().enumerate().skip(self.control_seen) {
@@ -741,15 +807,20 @@ impl Run {
             if let Some(first) = actions.first() {
                 return Ok(Some(*first));
             }
-            let mut nap = self.engine.control_poll;
-            if let Some(u) = until {
-                let left = u.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(None);
+            let listener = self.control.listener.clone();
+            match until {
+                Some(u) => {
+                    let left = u.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(left) => {}
+                        _ = listener.rung() => {}
+                    }
                 }
-                nap = nap.min(left);
+                None => listener.rung().await,
             }
-            tokio::time::sleep(nap).await;
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Summary {
     pub decisions: u64,
     pub resumes: u32,
     pub timeline: Vec<TimelineEntry>,
+    /// The process that last ran the deployment (to tell `running` from `interrupted`).
+    #[serde(skip)]
+    host_pid: u32,
 }
 
 /// One executed step.
@@ -51,13 +54,43 @@ pub struct TimelineEntry {
 impl Summary {
     /// Fold a journal into a summary.
     pub fn from_records(id: &str, records: &[Record]) -> Summary {
-        let mut s = Summary {
+        let mut s = Summary::fold(id, records);
+        if matches!(s.status.as_str(), "running" | "paused")
+            && s.host_pid != 0
+            && !process_alive(s.host_pid)
+        {
+            s.status = "interrupted".into();
+            s.reason = format!(
+                "its host process ({}) is gone: run `dax resume {id}`",
+                s.host_pid
+            );
+        }
+        s
+    }
+
+    /// Fold a journal into a summary, as its host process saw it.
+    pub fn fold(id: &str, records: &[Record]) -> Summary {
+        let mut s = Summary::new(id);
+        for r in records {
+            s.apply(r);
+        }
+        s
+    }
+
+    /// An empty summary, before the first record.
+    pub fn new(id: &str) -> Summary {
+        Summary {
             id: id.to_string(),
             status: "running".into(),
             ..Default::default()
-        };
-        let mut pid = 0;
-        for r in records {
+        }
+    }
+
+    /// Fold one more record in (the engine keeps its run's summary current this way rather
+    /// than re-reading the journal at the end).
+    pub fn apply(&mut self, r: &Record) {
+        let s = self;
+        {
             s.updated = Some(r.ts);
             s.elapsed_ms = r.elapsed_ms;
             match &r.event {
@@ -72,10 +105,10 @@ impl Summary {
                     s.version = version.clone();
                     s.namespace = namespace.clone();
                     s.started = Some(r.ts);
-                    pid = *p;
+                    s.host_pid = *p;
                 }
                 Event::Resumed { pid: p, .. } => {
-                    pid = *p;
+                    s.host_pid = *p;
                     s.resumes += 1;
                     if s.status == "paused" {
                         s.status = "running".into();
@@ -142,11 +175,6 @@ impl Summary {
                 Event::PluginsResolved { .. } => {}
             }
         }
-        if matches!(s.status.as_str(), "running" | "paused") && pid != 0 && !process_alive(pid) {
-            s.status = "interrupted".into();
-            s.reason = format!("its host process ({pid}) is gone: run `dax resume {id}`");
-        }
-        s
     }
 
     pub fn is_finished(&self) -> bool {

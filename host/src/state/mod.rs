@@ -1,8 +1,10 @@
 //! The durable per-deployment journal.
 //!
 //! Layout: `STATE_DIR/deployments/ID/journal.jsonl` (written only by the process running the
-//! deployment) and `STATE_DIR/deployments/ID/control.jsonl` (appended by `dax promote` /
-//! `dax abort` from other processes, polled by the engine). `STATE_DIR` is `--state-dir`,
+//! deployment), `STATE_DIR/deployments/ID/control.jsonl` (appended by `dax promote` /
+//! `dax abort` from other processes) and `STATE_DIR/control-bell.jsonl` (one line per control
+//! record, naming the deployment, so that an engine watches one file rather than each of its
+//! deployments polling its own; see `engine::control`). `STATE_DIR` is `--state-dir`,
 //! else `$DAX_STATE_DIR`, else `~/.local/state/dax`.
 //!
 //! Why an fsync'd append-only JSON-lines file rather than an embedded database:
@@ -15,8 +17,14 @@
 //!   rule) and the writer truncates it away before appending again. A bad line anywhere
 //!   else is corruption and is reported, never skipped.
 //!
+//! Concurrent deployments share flushes (`group_commit`): each append still waits until its
+//! line is on disk, but one `syncfs` makes thousands of journals durable at once.
+//!
 //! Records are redacted (`config::secrets`) before they reach the disk, and the deployment
 //! file is stored as written (with `${env:..}` references, not their values).
+
+mod group_commit;
+pub use group_commit::{stats as flush_stats, FlushStats};
 
 use crate::config::secrets;
 use crate::contract::{FinalStatus, Outcome, Step, WorkloadStatus};
@@ -153,7 +161,16 @@ pub struct ControlRecord {
     pub by: String,
 }
 
-/// Whether appends are fsync'd. Only benchmarks and throwaway tests turn it off.
+/// A line of `control-bell.jsonl`: deployment `id` has a new control record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BellRing {
+    pub id: String,
+}
+
+/// When an append counts as written. `Fsync` (the default): on disk, surviving a machine
+/// crash. `Buffered` (`--journal-sync page-cache`): in the kernel's page cache, surviving the
+/// `dax` process being killed but not the machine crashing; for hosts running more
+/// deployments at once than their disk can flush (see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     Fsync,
@@ -173,6 +190,10 @@ impl StateDir {
             root: root.into(),
             durability: Durability::Fsync,
         }
+    }
+
+    pub fn control_bell_path(&self) -> PathBuf {
+        self.root.join("control-bell.jsonl")
     }
 
     pub fn deployment_dir(&self, id: &str) -> PathBuf {
@@ -203,7 +224,10 @@ impl StateDir {
         }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        Journal::open_append(id, &dir, 0, self.durability)
+        let journal = Journal::open_append(id, &dir, 0, self.durability)?;
+        // The first flush must also cover the new folder and file names.
+        journal.lock().fresh = true;
+        Ok(journal)
     }
 
     /// Read a journal (torn-last-line rule applied) and open it for appending.
@@ -287,6 +311,14 @@ impl StateDir {
             .open(dir.join("control.jsonl"))?;
         f.write_all(line.as_bytes())?;
         f.sync_data()?;
+        // Then ring the bell: one short O_APPEND write, atomic between concurrent writers.
+        let mut ring = serde_json::to_string(&BellRing { id: id.to_string() })?;
+        ring.push('\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.control_bell_path())?
+            .write_all(ring.as_bytes())?;
         Ok(())
     }
 
@@ -345,8 +377,12 @@ pub struct Journal {
 }
 
 struct JournalFile {
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
+    /// `st_dev` of the file: group commit flushes each filesystem once.
+    device: u64,
     next_seq: u64,
+    /// Created and not yet flushed.
+    fresh: bool,
 }
 
 impl Journal {
@@ -362,19 +398,27 @@ impl Journal {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        let device = std::os::unix::fs::MetadataExt::dev(&file.metadata()?);
         Ok(Journal {
             id: id.to_string(),
-            inner: Arc::new(Mutex::new(JournalFile { file, next_seq })),
+            inner: Arc::new(Mutex::new(JournalFile {
+                file: Arc::new(file),
+                device,
+                next_seq,
+                fresh: false,
+            })),
             durability,
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, JournalFile> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Append one event and make it durable before returning.
     pub async fn append(&self, elapsed_ms: u64, event: Event) -> anyhow::Result<Record> {
-        let inner = self.inner.clone();
-        let durability = self.durability;
-        let write = move || -> anyhow::Result<Record> {
-            let mut f = inner.lock().unwrap_or_else(|e| e.into_inner());
+        let queued = (|| -> anyhow::Result<_> {
+            let mut f = self.lock();
             let record = Record {
                 seq: f.next_seq,
                 ts: Utc::now(),
@@ -384,25 +428,29 @@ impl Journal {
             let mut line = if secrets::any() {
                 let mut value = serde_json::to_value(&record)?;
                 secrets::redact_json(&mut value);
-                serde_json::to_string(&value)?
+                serde_json::to_vec(&value)?
             } else {
-                serde_json::to_string(&record)?
+                serde_json::to_vec(&record)?
             };
-            line.push('\n');
-            // One write call per record: a crash tears at most this line.
-            f.file.write_all(line.as_bytes())?;
-            if durability == Durability::Fsync {
-                f.file.sync_data()?;
-            }
+            line.push(b'\n');
             f.next_seq += 1;
-            Ok(record)
-        };
-        match durability {
-            Durability::Fsync => tokio::task::spawn_blocking(write).await?,
-            // No fsync: the write is a short syscall into the page cache.
-            Durability::Buffered => write(),
-        }
-        .with_context(|| format!("cannot append to the journal of `{}`", self.id))
+            // Queued under the lock, so lines reach the file in `seq` order.
+            let pending = group_commit::submit(
+                f.file.clone(),
+                f.device,
+                std::mem::take(&mut f.fresh),
+                self.durability == Durability::Fsync,
+                line,
+            );
+            Ok((record, pending))
+        })();
+        let (record, pending) =
+            queued.with_context(|| format!("cannot append to the journal of `{}`", self.id))?;
+        pending
+            .durable()
+            .await
+            .with_context(|| format!("cannot append to the journal of `{}`", self.id))?;
+        Ok(record)
     }
 }
 
