@@ -22,12 +22,12 @@ impl ResolvedPlugin for LocalTargetPlugin {
         LocalTarget::info()
     }
     async fn validate_config(&self, config: &serde_json::Value) -> CallResult<Vec<ConfigProblem>> {
-        // Constructing the target binds its listeners, so validation checks the shape only.
-        Ok(match config {
-            serde_json::Value::Object(_) | serde_json::Value::Null => Vec::new(),
-            _ => vec![ConfigProblem {
+        // Constructing the target binds its listeners, so validation parses the config only.
+        Ok(match LocalTarget::check_config(config) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![ConfigProblem {
                 field: String::new(),
-                message: "the local target's config must be a table".into(),
+                message: format!("{e:#}"),
             }],
         })
     }

@@ -113,7 +113,7 @@ pub struct Engine {
 }
 
 /// Start-ups in flight per core (see `Engine::startup`).
-const STARTUPS_PER_CORE: usize = 2;
+const STARTUPS_PER_CORE: usize = 16;
 
 impl Engine {
     pub fn new(state: StateDir, resolver: Arc<dyn PluginResolver>) -> Self {

@@ -198,13 +198,19 @@ async fn bind(addr: &str, field: &str) -> anyhow::Result<TcpListener> {
 impl LocalTarget {
     /// Bind the proxy and metrics listeners and, when `state_dir` holds the state of an
     /// unfinished deployment, adopt its processes that still run (restarting the missing ones).
-    pub async fn new(config: serde_json::Value, base_dir: &Path) -> anyhow::Result<Self> {
+    /// Check `[plugins.local.config]` without starting anything (`dax validate`): unknown
+    /// keys, types, durations, addresses and the readiness path.
+    pub fn check_config(config: &serde_json::Value) -> anyhow::Result<()> {
+        Self::parse_config(config.clone()).map(drop)
+    }
+
+    fn parse_config(config: serde_json::Value) -> anyhow::Result<LocalConfig> {
         let config = if config.is_null() {
             serde_json::json!({})
         } else {
             config
         };
-        let mut cfg: LocalConfig = serde_json::from_value(config)
+        let cfg: LocalConfig = serde_json::from_value(config)
             .map_err(|e| anyhow::anyhow!("local target config ([plugins.local.config]): {e}"))?;
         if !cfg.readiness_path.starts_with('/') {
             anyhow::bail!(
@@ -212,6 +218,24 @@ impl LocalTarget {
                 cfg.readiness_path
             );
         }
+        for (field, addr) in [
+            ("listen", &cfg.listen),
+            ("metrics_listen", &cfg.metrics_listen),
+        ] {
+            let host_port = addr
+                .rsplit_once(':')
+                .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if host_port.is_none() {
+                anyhow::bail!(
+                    "local target config: `{field}` must be HOST:PORT, like 127.0.0.1:8080 (got `{addr}`)"
+                );
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub async fn new(config: serde_json::Value, base_dir: &Path) -> anyhow::Result<Self> {
+        let mut cfg = Self::parse_config(config)?;
         if let Some(dir) = cfg.state_dir.as_mut() {
             if dir.is_relative() {
                 *dir = base_dir.join(&*dir);

@@ -30,7 +30,7 @@ struct Waiter {
     device: u64,
     /// The journal (or its directory entry) is new: flush the whole filesystem.
     created: bool,
-    /// Wait for the disk (`Durability::Fsync`), or only for the write.
+    /// Wait for the disk, or only for the write (see `Event::must_reach_disk`).
     flush: bool,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
@@ -115,7 +115,7 @@ fn run_rounds(rx: mpsc::Receiver<Waiter>) {
         round.extend(rx.try_iter());
         let started = std::time::Instant::now();
         // A line that cannot be written fails its own append; the flush covers the rest.
-        let written: Vec<Result<(), String>> = round
+        let mut written: Vec<Result<(), String>> = round
             .iter()
             .map(|w| {
                 use std::io::Write;
@@ -124,6 +124,18 @@ fn run_rounds(rx: mpsc::Receiver<Waiter>) {
                     .map_err(|e| format!("writing the journal: {e}"))
             })
             .collect();
+        // Appends that need no flush are done once written.
+        let (lazy, durable): (Vec<_>, Vec<_>) = round
+            .into_iter()
+            .zip(written.drain(..))
+            .partition(|(w, _)| !w.flush);
+        for (w, written) in lazy {
+            let _ = w.done.send(written);
+        }
+        let (round, written): (Vec<Waiter>, Vec<_>) = durable.into_iter().unzip();
+        if round.is_empty() {
+            continue;
+        }
         let flushed = flush(&round).map_err(|e| format!("flushing the journal: {e}"));
         let took = started.elapsed().as_micros() as u64;
         {
@@ -140,10 +152,7 @@ fn run_rounds(rx: mpsc::Receiver<Waiter>) {
 }
 
 fn flush(round: &[Waiter]) -> io::Result<()> {
-    let round: Vec<&Waiter> = round.iter().filter(|w| w.flush).collect();
-    let Some(first) = round.first() else {
-        return Ok(());
-    };
+    let first = &round[0];
     let one_existing_file = round
         .iter()
         .all(|w| !w.created && Arc::ptr_eq(&w.file, &first.file));
@@ -153,7 +162,7 @@ fn flush(round: &[Waiter]) -> io::Result<()> {
     // Journals of one state directory share a filesystem, but a deployment folder may be a
     // mount of its own: flush each distinct filesystem once.
     let mut devices = Vec::new();
-    for w in &round {
+    for w in round {
         if !devices.contains(&w.device) {
             devices.push(w.device);
             nix::unistd::syncfs(&*w.file).map_err(io::Error::from)?;

@@ -134,6 +134,28 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Whether the engine must wait for this record to reach the disk (with
+    /// `Durability::Fsync`) before going on: records that come before the engine changes
+    /// something outside itself: the target, traffic, webhooks, an operator's view. The others
+    /// (a `wait`, outcomes, consumed control records...) are written before the engine goes
+    /// on and reach the disk with the next record that must: lines of a journal are written
+    /// in order and a flush covers everything written before it. Losing them to a machine
+    /// crash only repeats work that has no effect: `dax resume` decides or executes again.
+    pub fn must_reach_disk(&self) -> bool {
+        match self {
+            Event::Created { .. } | Event::Finished { .. } => true,
+            Event::Decision { step, .. } => !matches!(step, Step::Wait(_)),
+            Event::PluginsResolved { .. }
+            | Event::Gate { .. }
+            | Event::Outcome { .. }
+            | Event::Paused { .. }
+            | Event::Control { .. }
+            | Event::Resumed { .. } => false,
+        }
+    }
+}
+
 /// One line of a journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -419,6 +441,7 @@ impl Journal {
     pub async fn append(&self, elapsed_ms: u64, event: Event) -> anyhow::Result<Record> {
         let queued = (|| -> anyhow::Result<_> {
             let mut f = self.lock();
+            let to_disk = self.durability == Durability::Fsync && event.must_reach_disk();
             let record = Record {
                 seq: f.next_seq,
                 ts: Utc::now(),
@@ -438,8 +461,8 @@ impl Journal {
             let pending = group_commit::submit(
                 f.file.clone(),
                 f.device,
-                std::mem::take(&mut f.fresh),
-                self.durability == Durability::Fsync,
+                to_disk && std::mem::take(&mut f.fresh),
+                to_disk,
                 line,
             );
             Ok((record, pending))
