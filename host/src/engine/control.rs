@@ -143,3 +143,44 @@ fn read_from(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<V
     f.take(len - offset).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Garbage, rings for unknown deployments and half-written lines in the bell wake no one
+    /// by mistake; a ring wakes exactly the deployment it names, once its line is complete.
+    #[tokio::test]
+    async fn the_bell_wakes_only_the_named_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        std::fs::write(state.control_bell_path(), "{\"id\":\"a\"}\n").unwrap(); // before start
+        let bell = ControlBell::new(&state, Duration::from_millis(20));
+        let a = bell.register("a");
+        let b = bell.register("b");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(state.control_bell_path())
+            .unwrap();
+        f.write_all(
+            b"not json\n{\"id\":\"nobody\"}\n{\"id\":\"../a\"}\n{\"id\":\"b\"}\n{\"id\":\"a",
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), b.listener.rung())
+            .await
+            .expect("b is woken");
+        assert!(b.listener.take_ring());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !a.listener.take_ring(),
+            "old, foreign and torn lines wake no one"
+        );
+        f.write_all(b"\"}\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), a.listener.rung())
+            .await
+            .expect("a is woken once its line is complete");
+        drop(b);
+        assert_eq!(bell.listeners.lock().unwrap().len(), 1, "b unregistered");
+    }
+}
