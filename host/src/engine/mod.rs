@@ -279,7 +279,7 @@ impl Engine {
         let offset = records.last().map(|r| r.elapsed_ms).unwrap_or(0);
         let cfg = Arc::new(cfg);
         let mut run = Run::new(self, id, cfg.clone(), journal, observer, offset);
-        run.summary = std::sync::Mutex::new(Summary::fold(id, &records));
+        run.summary = Summary::fold(id, &records);
         run.n = records
             .iter()
             .filter_map(|r| match r.event {
@@ -516,7 +516,7 @@ struct Run {
     control: control::Registration,
     control_unread: bool,
     /// The journal so far, folded (what `finish` reports without re-reading the journal).
-    summary: std::sync::Mutex<Summary>,
+    summary: Summary,
     abort_requested: bool,
     load: Vec<hooks::LoadGenerator>,
     rollback_failures: u32,
@@ -550,7 +550,7 @@ impl Run {
             control_seen: 0,
             control: engine.bell().register(id),
             control_unread: true,
-            summary: std::sync::Mutex::new(Summary::new(id)),
+            summary: Summary::new(id),
             abort_requested: false,
             load: Vec::new(),
             rollback_failures: 0,
@@ -567,12 +567,9 @@ impl Run {
         self.offset_ms + self.started.elapsed().as_millis() as u64
     }
 
-    async fn record(&self, event: Event) -> anyhow::Result<Record> {
+    async fn record(&mut self, event: Event) -> anyhow::Result<Record> {
         let rec = self.journal.append(self.elapsed_ms(), event).await?;
-        self.summary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(&rec);
+        self.summary.apply(&rec);
         if let Some(o) = &self.observer {
             o(&rec);
         }
@@ -724,7 +721,7 @@ impl Run {
             reason: self.reason.clone(),
         })
         .await?;
-        let summary = std::mem::take(&mut *self.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        let summary = std::mem::take(&mut self.summary);
         let event = match status {
             FinalStatus::Promoted => "promoted",
             FinalStatus::RolledBack => "rolled-back",

@@ -90,90 +90,88 @@ impl Summary {
     /// than re-reading the journal at the end).
     pub fn apply(&mut self, r: &Record) {
         let s = self;
-        {
-            s.updated = Some(r.ts);
-            s.elapsed_ms = r.elapsed_ms;
-            match &r.event {
-                Event::Created {
-                    app,
-                    version,
-                    namespace,
-                    pid: p,
-                    ..
-                } => {
-                    s.app = app.clone();
-                    s.version = version.clone();
-                    s.namespace = namespace.clone();
-                    s.started = Some(r.ts);
-                    s.host_pid = *p;
-                }
-                Event::Resumed { pid: p, .. } => {
-                    s.host_pid = *p;
-                    s.resumes += 1;
-                    if s.status == "paused" {
-                        s.status = "running".into();
-                    }
-                }
-                Event::Gate {
-                    passed, summary, ..
-                } => {
-                    s.gate = Some(format!(
-                        "{}: {summary}",
-                        if *passed { "passed" } else { "blocked" }
-                    ));
-                }
-                Event::Decision {
-                    n, step, note, by, ..
-                } => {
-                    s.decisions = s.decisions.max(*n);
-                    s.step = describe_step(step);
-                    s.note = note.clone();
-                    s.status = "running".into();
-                    s.timeline.push(TimelineEntry {
-                        n: *n,
-                        elapsed_ms: r.elapsed_ms,
-                        weight: s.weight,
-                        step: s.step.clone(),
-                        by: match by {
-                            DecidedBy::Strategy => "",
-                            DecidedBy::Engine => "engine",
-                            DecidedBy::Operator => "operator",
-                        }
-                        .into(),
-                        note: note.clone(),
-                        ..Default::default()
-                    });
-                }
-                Event::Outcome { n, outcome, detail } => {
-                    if let Some(e) = s.timeline.iter_mut().rev().find(|e| e.n == *n) {
-                        e.result = describe_outcome(outcome, detail);
-                        if let Outcome::Analysis(a) = outcome {
-                            e.checks = a.checks.clone();
-                            s.checks = a.checks.clone();
-                        }
-                        if outcome == &Outcome::Done {
-                            if let Some(w) = weight_of(&e.step) {
-                                s.weight = w;
-                                e.weight = w;
-                            }
-                        }
-                    }
-                }
-                Event::Paused { reason, .. } => {
-                    s.status = "paused".into();
-                    s.note = reason.clone();
-                }
-                Event::Control { .. } => {
-                    if s.status == "paused" {
-                        s.status = "running".into();
-                    }
-                }
-                Event::Finished { status, reason } => {
-                    s.status = status_name(*status).into();
-                    s.reason = reason.clone();
-                }
-                Event::PluginsResolved { .. } => {}
+        s.updated = Some(r.ts);
+        s.elapsed_ms = r.elapsed_ms;
+        match &r.event {
+            Event::Created {
+                app,
+                version,
+                namespace,
+                pid: p,
+                ..
+            } => {
+                s.app = app.clone();
+                s.version = version.clone();
+                s.namespace = namespace.clone();
+                s.started = Some(r.ts);
+                s.host_pid = *p;
             }
+            Event::Resumed { pid: p, .. } => {
+                s.host_pid = *p;
+                s.resumes += 1;
+                if s.status == "paused" {
+                    s.status = "running".into();
+                }
+            }
+            Event::Gate {
+                passed, summary, ..
+            } => {
+                s.gate = Some(format!(
+                    "{}: {summary}",
+                    if *passed { "passed" } else { "blocked" }
+                ));
+            }
+            Event::Decision {
+                n, step, note, by, ..
+            } => {
+                s.decisions = s.decisions.max(*n);
+                s.step = describe_step(step);
+                s.note = note.clone();
+                s.status = "running".into();
+                s.timeline.push(TimelineEntry {
+                    n: *n,
+                    elapsed_ms: r.elapsed_ms,
+                    weight: s.weight,
+                    step: s.step.clone(),
+                    by: match by {
+                        DecidedBy::Strategy => "",
+                        DecidedBy::Engine => "engine",
+                        DecidedBy::Operator => "operator",
+                    }
+                    .into(),
+                    note: note.clone(),
+                    ..Default::default()
+                });
+            }
+            Event::Outcome { n, outcome, detail } => {
+                if let Some(e) = s.timeline.iter_mut().rev().find(|e| e.n == *n) {
+                    e.result = describe_outcome(outcome, detail);
+                    if let Outcome::Analysis(a) = outcome {
+                        e.checks = a.checks.clone();
+                        s.checks = a.checks.clone();
+                    }
+                    if outcome == &Outcome::Done {
+                        if let Some(w) = weight_of(&e.step) {
+                            s.weight = w;
+                            e.weight = w;
+                        }
+                    }
+                }
+            }
+            Event::Paused { reason, .. } => {
+                s.status = "paused".into();
+                s.note = reason.clone();
+            }
+            Event::Control { .. } => {
+                if s.status == "paused" {
+                    s.status = "running".into();
+                }
+            }
+            Event::Finished { status, reason } => {
+                s.status = status_name(*status).into();
+                s.reason = reason.clone();
+            }
+            Event::PluginsResolved { .. } => {}
         }
     }
 

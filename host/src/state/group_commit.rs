@@ -63,8 +63,8 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Until the line is written and on disk.
-    pub(super) async fn durable(self) -> io::Result<()> {
+    /// Until the line is written (and on disk, if it had to be).
+    pub(super) async fn done(self) -> io::Result<()> {
         let Some(finished) = self.finished else {
             return Err(io::Error::other("the journal flush thread has stopped"));
         };
@@ -187,7 +187,7 @@ mod tests {
                 for n in 0..5 {
                     let line = format!("{n}\n").into_bytes();
                     submit(file.clone(), device, n == 0, true, line)
-                        .durable()
+                        .done()
                         .await
                         .unwrap();
                 }

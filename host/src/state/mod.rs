@@ -17,8 +17,9 @@
 //!   rule) and the writer truncates it away before appending again. A bad line anywhere
 //!   else is corruption and is reported, never skipped.
 //!
-//! Concurrent deployments share flushes (`group_commit`): each append still waits until its
-//! line is on disk, but one `syncfs` makes thousands of journals durable at once.
+//! Concurrent deployments share flushes (`group_commit`): an append that precedes an action
+//! (`Event::must_reach_disk`) waits until its line is on disk, but one `syncfs` makes
+//! thousands of journals durable at once; the other appends wait only for their write.
 //!
 //! Records are redacted (`config::secrets`) before they reach the disk, and the deployment
 //! file is stored as written (with `${env:..}` references, not their values).
@@ -437,7 +438,8 @@ impl Journal {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Append one event and make it durable before returning.
+    /// Append one event; with `Durability::Fsync`, on disk before returning if the event
+    /// must reach it (see `Event::must_reach_disk`), otherwise written.
     pub async fn append(&self, elapsed_ms: u64, event: Event) -> anyhow::Result<Record> {
         let queued = (|| -> anyhow::Result<_> {
             let mut f = self.lock();
@@ -470,7 +472,7 @@ impl Journal {
         let (record, pending) =
             queued.with_context(|| format!("cannot append to the journal of `{}`", self.id))?;
         pending
-            .durable()
+            .done()
             .await
             .with_context(|| format!("cannot append to the journal of `{}`", self.id))?;
         Ok(record)
