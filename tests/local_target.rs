@@ -342,7 +342,14 @@ async fn mirroring_copies_stable_requests_to_the_candidate() {
         slot: dax::local::stats::SlotLabel::Candidate,
         version: "v2".into(),
     };
-    let totals = dax::local::stats::registry().totals(&key);
+    // The proxy records a copy once the candidate's answer has been read, which can come
+    // just after the candidate counted the request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut totals = dax::local::stats::registry().totals(&key);
+    while totals.mirrored < 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        totals = dax::local::stats::registry().totals(&key);
+    }
     assert_eq!(totals.mirrored, 100);
     assert_eq!(totals.total(), 0);
 
