@@ -67,10 +67,46 @@ pub struct DeploymentSection {
     pub progress_deadline: Option<Duration>,
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
+    /// The host's safety policy: whatever the strategy says, no promote before one analysis
+    /// passed when `[[checks]]` exist. Turning it off is the operator's explicit choice
+    /// (needed for a strategy's own `skipAnalysis`).
+    #[serde(default = "yes")]
+    pub require_analysis: bool,
+    /// No promote before the candidate was seen ready (`ready >= desired > 0`).
+    #[serde(default = "yes")]
+    pub require_ready: bool,
+    /// Most decisions one deployment may take before the engine stops it as a runaway.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u64,
+    /// Most steps per second that call the target, providers or hooks; a faster strategy
+    /// is paced, not failed.
+    #[serde(default = "default_max_step_rate")]
+    pub max_step_rate: f64,
+    /// Longest `wait` (and analysis window) a strategy may ask for.
+    #[serde(default = "default_max_wait", with = "duration_str")]
+    pub max_wait: Duration,
+    /// Most replicas a strategy may ask for in one `scale` step.
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u32,
 }
 
 fn default_namespace() -> String {
     "default".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_steps() -> u64 {
+    1000
+}
+fn default_max_step_rate() -> f64 {
+    10.0
+}
+fn default_max_wait() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_replicas() -> u32 {
+    100
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,6 +409,9 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         plugin_names: &plugin_names,
     };
     check_references(&refs, &spans, &mut problems);
+    if let (Some(d), Some(s)) = (&deployment, &strategy) {
+        check_safety_policy(d, s, &spans, &mut problems);
+    }
     // Report in file order.
     problems.sort_by_key(|p| (p.line == 0, p.line, p.column));
     let (Some(deployment), Some(target), Some(strategy)) = (deployment, target, strategy) else {
@@ -398,6 +437,41 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         })
     } else {
         Err(problems)
+    }
+}
+
+/// The safety policy's own values, and a strategy parameter that only works with it off.
+fn check_safety_policy(
+    d: &DeploymentSection,
+    s: &StrategySection,
+    spans: &SpanIndex,
+    problems: &mut Vec<Problem>,
+) {
+    if !(d.max_step_rate > 0.0 && d.max_step_rate.is_finite()) {
+        problems.push(spans.problem(
+            "deployment.max_step_rate",
+            "`max_step_rate` must be a positive number of steps per second",
+            "e.g. `max_step_rate = 10`",
+        ));
+    }
+    if d.max_steps == 0 {
+        problems.push(spans.problem(
+            "deployment.max_steps",
+            "`max_steps` must be at least 1",
+            "the default is 1000",
+        ));
+    }
+    let skips = s
+        .params
+        .get("skipAnalysis")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    if skips && d.require_analysis {
+        problems.push(spans.problem(
+            "strategy.params.skipAnalysis",
+            "`skipAnalysis = true` asks to promote without analysis, which the host's safety policy refuses",
+            "skipping analysis must be the operator's explicit choice: also set `require_analysis = false` in [deployment]",
+        ));
     }
 }
 

@@ -103,6 +103,10 @@ pub enum Event {
         state: String,
         note: String,
         by: DecidedBy,
+        /// On a rollback the engine decided to repair a fault (a failed promote, a strategy
+        /// that claimed an end it did not reach): the status the deployment ends with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ends_as: Option<FinalStatus>,
     },
     /// The result of executing decision `n`.
     Outcome {
