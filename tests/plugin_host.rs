@@ -129,7 +129,24 @@ async fn one_plugin_per_role_loads_and_answers() {
         .await
         .unwrap();
     let s = strategy.strategy(serde_json::json!({})).await.unwrap();
-    let first = s.start().await.unwrap();
+    let deploy = s.start().await.unwrap();
+    assert_eq!(deploy.next, Step::DeployCandidate);
+    let ready = Outcome::TargetStatus(dax::contract::StatusOutcome {
+        which: dax::contract::Slot::Candidate,
+        desired: 1,
+        ready: 1,
+        updated: 1,
+    });
+    let first = s
+        .next(
+            &deploy.state,
+            &Observation {
+                elapsed_ms: 5,
+                last: ready,
+            },
+        )
+        .await
+        .unwrap();
     assert!(matches!(first.next, Step::SetTraffic(ref t) if t.candidate_weight == 50));
     let second = s
         .next(
