@@ -10,7 +10,6 @@ use dax::config;
 use dax::contract::{FinalStatus, Step};
 use dax::engine::{Engine, HostResolver, Report};
 use dax::state::{DecidedBy, Event, Record, StateDir};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -156,12 +156,12 @@ impl Ledger {
                     progress = true;
                 }
             }
-            (Step::Analyze(_), Outcome::Analysis(a)) => {
-                if !a.checks.is_empty() && a.checks.iter().all(|c| c.verdict == CheckVerdict::Pass)
-                {
-                    self.analyses_passed += 1;
-                    progress = true;
-                }
+            (Step::Analyze(_), Outcome::Analysis(a))
+                if !a.checks.is_empty()
+                    && a.checks.iter().all(|c| c.verdict == CheckVerdict::Pass) =>
+            {
+                self.analyses_passed += 1;
+                progress = true;
             }
             (Step::Promote, Outcome::Done) => {
                 progress |= !self.promoted;
