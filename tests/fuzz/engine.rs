@@ -214,7 +214,7 @@ fn short(calls: &[Call]) -> String {
 proptest! {
     // Each case is a whole deployment: few cases, and shrinking stops early.
     #![proptest_config(proptest::test_runner::Config {
-        max_shrink_iters: 24,
+        max_shrink_iters: 8,
         ..super::config(32, "fuzz/regressions/engine.txt")
     })]
 
