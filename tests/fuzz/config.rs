@@ -17,7 +17,8 @@ use std::sync::OnceLock;
 /// escape, so a redaction that only knows the raw value misses it.
 const ENV_SECRET: &str = "env-secret \"quoted\" back\\slash\nline2\tTAB";
 /// Content of `secret.pem` (`${file:secret.pem}`): a multi-line key.
-const FILE_SECRET: &str = "-----BEGIN KEY-----\nMIIBfilesecretAAAA\nZZZZfilesecret9999\n-----END KEY-----";
+const FILE_SECRET: &str =
+    "-----BEGIN KEY-----\nMIIBfilesecretAAAA\nZZZZfilesecret9999\n-----END KEY-----";
 
 /// A folder the fuzzed files live in: `secret.pem`, a FIFO, a 2 MiB file, a subfolder.
 fn fixture_dir() -> &'static Path {
@@ -91,7 +92,13 @@ fn check_problems(text: &str, file: &str, problems: &[Problem]) {
 }
 
 fn assert_no_secret(shown: &str) {
-    for needle in ["filesecret", "MIIBfile", "back\\\\slash", "line2", "quoted\\\""] {
+    for needle in [
+        "filesecret",
+        "MIIBfile",
+        "back\\\\slash",
+        "line2",
+        "quoted\\\"",
+    ] {
         assert!(
             !shown.contains(needle),
             "a secret reached the output (`{needle}`):\n{shown}"
@@ -106,7 +113,11 @@ fn parse_checked(text: &str) -> Option<LoadedConfig> {
         Ok(loaded) => {
             // What `dax plan --output json` and the journal do with a good config.
             let json = serde_json::to_value(&loaded.config).expect("a parsed config serializes");
-            let _ = (loaded.config.replicas(), loaded.config.workload_spec(), json);
+            let _ = (
+                loaded.config.replicas(),
+                loaded.config.workload_spec(),
+                json,
+            );
             Some(loaded)
         }
         Err(problems) => {
@@ -247,15 +258,64 @@ fn weird_value() -> impl Strategy<Value = String> {
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         proptest::sample::select(vec![
-            "app", "version", "artifact", "namespace", "progress_deadline", "on_inconclusive",
-            "plugin", "workload", "params", "replicas", "name", "provider", "query", "min",
-            "max", "interval", "kind", "direction", "critical", "weight", "type", "url",
-            "timeout", "metadata", "load", "rps", "method", "headers", "on", "source",
-            "sha256", "config", "grants", "limits", "call_timeout", "memory_mib",
-            "max_output_kib", "http", "dirs", "http_auth", "host", "guest", "writable",
-            "scanners", "severity", "ignore_unfixed", "ignore", "id", "expires", "packages",
-            "on_scanner_error", "listen", "stable", "maxWeight", "stepWeight", "threshold",
-            "\"quoted key\"", "a.b.c",
+            "app",
+            "version",
+            "artifact",
+            "namespace",
+            "progress_deadline",
+            "on_inconclusive",
+            "plugin",
+            "workload",
+            "params",
+            "replicas",
+            "name",
+            "provider",
+            "query",
+            "min",
+            "max",
+            "interval",
+            "kind",
+            "direction",
+            "critical",
+            "weight",
+            "type",
+            "url",
+            "timeout",
+            "metadata",
+            "load",
+            "rps",
+            "method",
+            "headers",
+            "on",
+            "source",
+            "sha256",
+            "config",
+            "grants",
+            "limits",
+            "call_timeout",
+            "memory_mib",
+            "max_output_kib",
+            "http",
+            "dirs",
+            "http_auth",
+            "host",
+            "guest",
+            "writable",
+            "scanners",
+            "severity",
+            "ignore_unfixed",
+            "ignore",
+            "id",
+            "expires",
+            "packages",
+            "on_scanner_error",
+            "listen",
+            "stable",
+            "maxWeight",
+            "stepWeight",
+            "threshold",
+            "\"quoted key\"",
+            "a.b.c",
         ])
         .prop_map(str::to_string),
         (1usize..120).prop_map(|d| vec!["k"; d].join(".")),
@@ -321,7 +381,9 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
             Mutation::SwapLines(a, b) if !lines.is_empty() => lines.swap(a % len, b % len),
             Mutation::ReplaceValue(i, v) => {
                 let assignments: Vec<usize> = (0..lines.len())
-                    .filter(|&j| !lines[j].trim_start().starts_with('#') && lines[j].contains(" = "))
+                    .filter(|&j| {
+                        !lines[j].trim_start().starts_with('#') && lines[j].contains(" = ")
+                    })
                     .collect();
                 if !assignments.is_empty() {
                     let j = assignments[i % assignments.len()];
@@ -332,7 +394,10 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
             Mutation::InsertLine(i, l) => lines.insert(i % (lines.len() + 1), l.clone()),
             Mutation::Truncate(i) => {
                 let joined = lines.join("\n");
-                let cut: String = joined.chars().take(i % (joined.chars().count() + 1)).collect();
+                let cut: String = joined
+                    .chars()
+                    .take(i % (joined.chars().count() + 1))
+                    .collect();
                 lines = cut.lines().map(str::to_string).collect();
             }
             Mutation::InsertText(i, s) => {
@@ -464,16 +529,28 @@ fn found_by_fuzzing() {
         let text = format!("{base}{extra}");
         let problems = config::parse(&text, "fuzz.toml", fixture_dir()).unwrap_err();
         check_problems(&text, "fuzz.toml", &problems);
-        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     // A duration that overflowed u128 panicked (debug) and one above u64::MAX ms wrapped to 0.
-    let p = problem(&format!("[[hooks]]\nname = \"h\"\ntype = \"pre-rollout\"\nurl = \"http://x/\"\ntimeout = \"{}h\"\n", u128::MAX));
-    assert!(p.contains("`hooks[0].timeout`") && p.contains("is too long"), "{p}");
+    let p = problem(&format!(
+        "[[hooks]]\nname = \"h\"\ntype = \"pre-rollout\"\nurl = \"http://x/\"\ntimeout = \"{}h\"\n",
+        u128::MAX
+    ));
+    assert!(
+        p.contains("`hooks[0].timeout`") && p.contains("is too long"),
+        "{p}"
+    );
     let p = problem("[plugins.t.limits]\ncall_timeout = \"18446744073709551616ms\"\n");
     assert!(p.contains("is too long"), "{p}");
     // `${file:..}` of a FIFO blocked forever, of /dev/zero grew until out of memory.
     for f in ["fifo", "/dev/zero", "/dev/stdin", "sub"] {
-        let p = problem(&format!("[[notifications]]\nkind = \"slack\"\nurl = \"${{file:{f}}}\"\n"));
+        let p = problem(&format!(
+            "[[notifications]]\nkind = \"slack\"\nurl = \"${{file:{f}}}\"\n"
+        ));
         assert!(p.contains("not a regular file"), "{f}: {p}");
     }
     let p = problem("[[notifications]]\nkind = \"slack\"\nurl = \"${file:big.bin}\"\n");
@@ -487,4 +564,3 @@ fn found_by_fuzzing() {
     let p = problem("[deployment.x]\ny = \"${env:DAX_FUZZ_SECRET}\"\n[target.workload]\nreplicas = \"${env:DAX_FUZZ_SECRET}\"\n");
     assert!(!p.is_empty());
 }
-

@@ -54,13 +54,22 @@ fn script() -> impl Strategy<Value = Script> {
 }
 
 fn target() -> impl Strategy<Value = TargetBehaviour> {
-    (any::<bool>(), prop_oneof![3 => Just(0u32), 1 => 1u32..5], prop_oneof![5 => Just(false), 1 => Just(true)], prop_oneof![3 => Just(true), 1 => Just(false)])
-        .prop_map(|(fail_promote, failing_rollbacks, fail_set_traffic, candidate_ready)| TargetBehaviour {
-            fail_promote,
-            failing_rollbacks,
-            fail_set_traffic,
-            candidate_ready,
-        })
+    (
+        any::<bool>(),
+        prop_oneof![3 => Just(0u32), 1 => 1u32..5],
+        prop_oneof![5 => Just(false), 1 => Just(true)],
+        prop_oneof![3 => Just(true), 1 => Just(false)],
+    )
+        .prop_map(
+            |(fail_promote, failing_rollbacks, fail_set_traffic, candidate_ready)| {
+                TargetBehaviour {
+                    fail_promote,
+                    failing_rollbacks,
+                    fail_set_traffic,
+                    candidate_ready,
+                }
+            },
+        )
 }
 
 fn metrics() -> impl Strategy<Value = MetricBehaviour> {
@@ -78,7 +87,9 @@ async fn operator(state: StateDir, id: String, promote_first: bool) {
     let mut promote = promote_first;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let Ok(records) = state.read(&id) else { continue };
+        let Ok(records) = state.read(&id) else {
+            continue;
+        };
         let pauses = records
             .iter()
             .filter(|r| matches!(r.event, Event::Paused { .. }))
@@ -124,7 +135,12 @@ fn run(
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     let report = match outcome {
-        Err(_) => return Err(format!("1. the run did not end within {RUN_LIMIT:?}; target calls: {}", short(&world.calls()))),
+        Err(_) => {
+            return Err(format!(
+                "1. the run did not end within {RUN_LIMIT:?}; target calls: {}",
+                short(&world.calls())
+            ))
+        }
         Ok(Err(join)) if join.is_panic() => {
             let p = join.into_panic();
             let msg = p
@@ -135,16 +151,30 @@ fn run(
             return Err(format!("1. the engine panicked: {msg}"));
         }
         Ok(Err(e)) => return Err(format!("the deployment task failed: {e}")),
-        Ok(Ok(Err(e))) => return Err(format!("deploy returned an error instead of a report: {e:#}")),
+        Ok(Ok(Err(e))) => {
+            return Err(format!(
+                "deploy returned an error instead of a report: {e:#}"
+            ))
+        }
         Ok(Ok(Ok(report))) => report,
     };
     let calls = world.calls();
     let mut broken = Vec::new();
     if report.status == FinalStatus::Promoted {
         match calls.iter().rposition(|c| *c == Call::Promote { ok: true }) {
-            None => broken.push(format!("2. PROMOTED without a successful promote on the target ({})", report.reason)),
-            Some(i) if calls[i..].iter().any(|c| matches!(c, Call::Rollback { .. })) => {
-                broken.push(format!("2. PROMOTED although a rollback followed the promote ({})", report.reason))
+            None => broken.push(format!(
+                "2. PROMOTED without a successful promote on the target ({})",
+                report.reason
+            )),
+            Some(i)
+                if calls[i..]
+                    .iter()
+                    .any(|c| matches!(c, Call::Rollback { .. })) =>
+            {
+                broken.push(format!(
+                    "2. PROMOTED although a rollback followed the promote ({})",
+                    report.reason
+                ))
             }
             Some(_) => {}
         }
@@ -152,18 +182,30 @@ fn run(
     for c in &calls {
         if let Call::SetTraffic(t) = c {
             if t.candidate_weight > 100 || t.mirror_percent > 100 {
-                broken.push(format!("3. weight {}% / mirror {}% reached the target", t.candidate_weight, t.mirror_percent));
+                broken.push(format!(
+                    "3. weight {}% / mirror {}% reached the target",
+                    t.candidate_weight, t.mirror_percent
+                ));
             }
         }
     }
-    if let Some(i) = calls.iter().position(|c| matches!(c, Call::Rollback { .. })) {
-        if let Some(c) = calls[i..].iter().find(|c| matches!(c, Call::SetTraffic(_) | Call::Promote { .. })) {
+    if let Some(i) = calls
+        .iter()
+        .position(|c| matches!(c, Call::Rollback { .. }))
+    {
+        if let Some(c) = calls[i..]
+            .iter()
+            .find(|c| matches!(c, Call::SetTraffic(_) | Call::Promote { .. }))
+        {
             broken.push(format!("4. {c:?} reached the target after a rollback"));
         }
     }
     let promoted_on_target = calls.iter().any(|c| matches!(c, Call::Promote { .. }));
     if with_check && !can_pass(&world.metrics) && promoted_on_target {
-        broken.push(format!("6. a promote reached the target though no analysis could pass (metrics {:?})", world.metrics));
+        broken.push(format!(
+            "6. a promote reached the target though no analysis could pass (metrics {:?})",
+            world.metrics
+        ));
     }
     if !world.target.candidate_ready && promoted_on_target {
         broken.push("7. a promote reached the target though the candidate was never ready".into());
@@ -172,15 +214,24 @@ fn run(
         Err(e) => broken.push(format!("5. journal unreadable: {e:#}")),
         Ok(records) => match records.last().map(|r| &r.event) {
             Some(Event::Finished { status, .. }) if *status == report.status => {}
-            other => broken.push(format!("5. the journal ends with {other:?}, not `finished` {:?}", report.status)),
+            other => broken.push(format!(
+                "5. the journal ends with {other:?}, not `finished` {:?}",
+                report.status
+            )),
         },
     }
     if broken.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}
+        Err(format!(
+            "{}
   status {:?}: {}
-  target calls: {}", broken.join("\n"), report.status, report.reason, short(&calls)))
+  target calls: {}",
+            broken.join("\n"),
+            report.status,
+            report.reason,
+            short(&calls)
+        ))
     }
 }
 
@@ -243,19 +294,68 @@ fn promote_first_and_finish_promoted_after_a_failed_promote_do_not_promote() {
     };
     let cases = [
         // `finish(promoted)` as the first answer, with a failing check configured.
-        (vec![], TargetBehaviour { candidate_ready: true, ..Default::default() }, MetricBehaviour::Value(0.0)),
+        (
+            vec![],
+            TargetBehaviour {
+                candidate_ready: true,
+                ..Default::default()
+            },
+            MetricBehaviour::Value(0.0),
+        ),
         // `promote` first.
-        (vec![decide(Step::Promote)], TargetBehaviour { candidate_ready: true, ..Default::default() }, MetricBehaviour::Value(0.0)),
+        (
+            vec![decide(Step::Promote)],
+            TargetBehaviour {
+                candidate_ready: true,
+                ..Default::default()
+            },
+            MetricBehaviour::Value(0.0),
+        ),
         // `finish(promoted)` after a failed promote.
-        (vec![decide(Step::DeployCandidate), decide(Step::Promote)], TargetBehaviour { candidate_ready: true, fail_promote: true, ..Default::default() }, MetricBehaviour::Value(100.0)),
+        (
+            vec![decide(Step::DeployCandidate), decide(Step::Promote)],
+            TargetBehaviour {
+                candidate_ready: true,
+                fail_promote: true,
+                ..Default::default()
+            },
+            MetricBehaviour::Value(100.0),
+        ),
         // `finish(promoted)` after its own rollback.
-        (vec![decide(Step::DeployCandidate), decide(Step::Promote), decide(Step::Rollback("x".into()))], TargetBehaviour { candidate_ready: true, ..Default::default() }, MetricBehaviour::Value(100.0)),
+        (
+            vec![
+                decide(Step::DeployCandidate),
+                decide(Step::Promote),
+                decide(Step::Rollback("x".into())),
+            ],
+            TargetBehaviour {
+                candidate_ready: true,
+                ..Default::default()
+            },
+            MetricBehaviour::Value(100.0),
+        ),
         // 250% never reaches the target.
-        (vec![decide(Step::DeployCandidate), decide(Step::SetTraffic(dax::contract::TrafficSplit { candidate_weight: 250, ..Default::default() }))], TargetBehaviour { candidate_ready: true, ..Default::default() }, MetricBehaviour::Value(100.0)),
+        (
+            vec![
+                decide(Step::DeployCandidate),
+                decide(Step::SetTraffic(dax::contract::TrafficSplit {
+                    candidate_weight: 250,
+                    ..Default::default()
+                })),
+            ],
+            TargetBehaviour {
+                candidate_ready: true,
+                ..Default::default()
+            },
+            MetricBehaviour::Value(100.0),
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (answers, target, metrics)) in cases.into_iter().enumerate() {
-        let script = Script { answers, tail: Tail::Finish(FinalStatus::Promoted) };
+        let script = Script {
+            answers,
+            tail: Tail::Finish(FinalStatus::Promoted),
+        };
         if let Err(e) = run(script, target, metrics, true, true) {
             failures.push(format!("case {i}: {e}"));
         }

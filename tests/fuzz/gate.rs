@@ -36,7 +36,10 @@ fn check_trivyignore(text: &str) {
     match trivyignore::parse(text, "fuzz/.trivyignore") {
         Ok(rules) => {
             for r in &rules {
-                assert!(!r.id.is_empty() && !r.id.contains(char::is_whitespace), "{r:?}");
+                assert!(
+                    !r.id.is_empty() && !r.id.contains(char::is_whitespace),
+                    "{r:?}"
+                );
                 assert!(!r.id.starts_with('#'), "{r:?}");
             }
             // Parsed rules are valid policy entries.
@@ -90,31 +93,48 @@ fn finding() -> impl Strategy<Value = Finding> {
         (field(), field(), field(), field()),
         (field(), field()),
     )
-        .prop_map(|((id, severity, class, package), (installed_version, fixed_version, status, title), (primary_url, target))| Finding {
-            id,
-            severity,
-            class,
-            package,
-            installed_version,
-            fixed_version,
-            status,
-            title,
-            primary_url,
-            target,
-        })
+        .prop_map(
+            |(
+                (id, severity, class, package),
+                (installed_version, fixed_version, status, title),
+                (primary_url, target),
+            )| Finding {
+                id,
+                severity,
+                class,
+                package,
+                installed_version,
+                fixed_version,
+                status,
+                title,
+                primary_url,
+                target,
+            },
+        )
 }
 
 fn date() -> impl Strategy<Value = NaiveDate> {
     prop_oneof![
-        (1970i32..2100, 1u32..=12, 1u32..=28).prop_map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).unwrap()),
+        (1970i32..2100, 1u32..=12, 1u32..=28)
+            .prop_map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).unwrap()),
         Just(NaiveDate::MIN),
         Just(NaiveDate::MAX),
     ]
 }
 
 fn rule() -> impl Strategy<Value = IgnoreRule> {
-    (field(), proptest::option::of(date()), proptest::option::of(field()), proptest::collection::vec(field(), 0..3))
-        .prop_map(|(id, expires, reason, packages)| IgnoreRule { id, expires, reason, packages })
+    (
+        field(),
+        proptest::option::of(date()),
+        proptest::option::of(field()),
+        proptest::collection::vec(field(), 0..3),
+    )
+        .prop_map(|(id, expires, reason, packages)| IgnoreRule {
+            id,
+            expires,
+            reason,
+            packages,
+        })
 }
 
 fn max_count() -> impl Strategy<Value = Option<u32>> {
@@ -126,17 +146,37 @@ fn policy() -> impl Strategy<Value = GatePolicy> {
         severity(),
         any::<bool>(),
         proptest::collection::vec(rule(), 0..4),
-        (max_count(), max_count(), max_count(), max_count(), max_count()),
+        (
+            max_count(),
+            max_count(),
+            max_count(),
+            max_count(),
+            max_count(),
+        ),
         any::<bool>(),
     )
-        .prop_map(|(severity, ignore_unfixed, ignore, (critical, high, medium, low, unknown), warn)| GatePolicy {
-            scanners: vec![],
-            severity,
-            ignore_unfixed,
-            ignore,
-            max: MaxCounts { critical, high, medium, low, unknown },
-            on_scanner_error: if warn { OnScannerError::Warn } else { OnScannerError::Block },
-        })
+        .prop_map(
+            |(severity, ignore_unfixed, ignore, (critical, high, medium, low, unknown), warn)| {
+                GatePolicy {
+                    scanners: vec![],
+                    severity,
+                    ignore_unfixed,
+                    ignore,
+                    max: MaxCounts {
+                        critical,
+                        high,
+                        medium,
+                        low,
+                        unknown,
+                    },
+                    on_scanner_error: if warn {
+                        OnScannerError::Warn
+                    } else {
+                        OnScannerError::Block
+                    },
+                }
+            },
+        )
 }
 
 type Reports = Vec<(String, Result<ScanReport, String>)>;
@@ -171,7 +211,12 @@ fn check_verdict(policy: &GatePolicy, reports: &Reports, today: NaiveDate) {
     assert_eq!(v.blocked_counts.total(), v.blocked.len());
     let blocking_errors = reports.iter().filter(|(_, r)| r.is_err()).count() > 0
         && policy.on_scanner_error == OnScannerError::Block;
-    assert_eq!(v.passed, v.blocked.is_empty() && !blocking_errors, "{}", v.summary);
+    assert_eq!(
+        v.passed,
+        v.blocked.is_empty() && !blocking_errors,
+        "{}",
+        v.summary
+    );
     assert_eq!(v.is_blocked(), !v.passed);
     assert_eq!(v.scanners.len(), reports.len());
     // A finding at or above the threshold with no maximum for its severity, neither
@@ -233,7 +278,20 @@ fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
         any::<i64>().prop_map(J::from),
         any::<f64>().prop_map(J::from),
         Just(J::from(u64::MAX)),
-        proptest::sample::select(vec!["HIGH", "high", "Critical", "nope", "warn", "block", "2027-01-01", "2027-02-30", "*", "CVE-1", ""]).prop_map(J::from),
+        proptest::sample::select(vec![
+            "HIGH",
+            "high",
+            "Critical",
+            "nope",
+            "warn",
+            "block",
+            "2027-01-01",
+            "2027-02-30",
+            "*",
+            "CVE-1",
+            ""
+        ])
+        .prop_map(J::from),
         any::<String>().prop_map(J::from),
     ];
     leaf.prop_recursive(depth, 64, 6, |inner| {
@@ -242,9 +300,22 @@ fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
             proptest::collection::vec(
                 (
                     proptest::sample::select(vec![
-                        "scanners", "severity", "ignore_unfixed", "ignore", "max", "on_scanner_error",
-                        "id", "expires", "reason", "packages", "CRITICAL", "HIGH", "medium", "low",
-                        "UNKNOWN", "other",
+                        "scanners",
+                        "severity",
+                        "ignore_unfixed",
+                        "ignore",
+                        "max",
+                        "on_scanner_error",
+                        "id",
+                        "expires",
+                        "reason",
+                        "packages",
+                        "CRITICAL",
+                        "HIGH",
+                        "medium",
+                        "low",
+                        "UNKNOWN",
+                        "other",
                     ]),
                     inner,
                 ),

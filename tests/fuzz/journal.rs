@@ -78,11 +78,22 @@ enum Damage {
     /// Line `.1` of the other deployment's journal inserted at `.0`.
     ForeignLine(usize, usize),
     /// A valid record with a `len`-byte reason, at `at`.
-    HugeRecord { at: usize, len: usize },
+    HugeRecord {
+        at: usize,
+        len: usize,
+    },
     /// `len` bytes of junk, with or without a final newline.
-    HugeJunk { at: usize, len: usize, newline: bool },
+    HugeJunk {
+        at: usize,
+        len: usize,
+        newline: bool,
+    },
     /// The `k`th number of line `line` replaced.
-    Number { line: usize, k: usize, with: &'static str },
+    Number {
+        line: usize,
+        k: usize,
+        with: &'static str,
+    },
 }
 
 fn damage() -> impl Strategy<Value = Damage> {
@@ -245,7 +256,9 @@ fn check_open(bytes: &[u8]) {
                     },
                 ))
                 .expect("a repaired journal takes appends");
-            let after = state.read("victim").expect("still readable after an append");
+            let after = state
+                .read("victim")
+                .expect("still readable after an append");
             assert_eq!(after.len(), records.len() + 1);
         }
         Err(_) => assert!(read.is_err(), "open failed on a journal that reads"),
@@ -264,7 +277,9 @@ fn check_resume(bytes: &[u8]) -> Result<(), String> {
         tokio::time::timeout(RESUME_LIMIT, task).await
     });
     match outcome {
-        Err(_) => Err(format!("`dax resume` still running after {RESUME_LIMIT:?} (a hang)")),
+        Err(_) => Err(format!(
+            "`dax resume` still running after {RESUME_LIMIT:?} (a hang)"
+        )),
         Ok(Err(join)) if join.is_panic() => {
             let p = join.into_panic();
             let msg = p

@@ -49,9 +49,7 @@ pub fn config(default: u32, regressions: &'static str) -> Config {
 
 /// `tests/fuzz/corpus/KIND`.
 pub fn corpus_dir(kind: &str) -> PathBuf {
-    dax_tests::repo_root()
-        .join("tests/fuzz/corpus")
-        .join(kind)
+    dax_tests::repo_root().join("tests/fuzz/corpus").join(kind)
 }
 
 /// Every file of `tests/fuzz/corpus/KIND`, sorted, as `(name, bytes)`.

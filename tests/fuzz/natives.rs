@@ -79,7 +79,11 @@ pub struct TargetBehaviour {
 pub enum MetricBehaviour {
     Value(f64),
     /// `len` samples alternating between `a` and `b`.
-    Series { len: usize, a: f64, b: f64 },
+    Series {
+        len: usize,
+        a: f64,
+        b: f64,
+    },
     NoData(Txt),
     Error(Txt),
 }

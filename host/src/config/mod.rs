@@ -409,7 +409,11 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
 /// (`a.b.c...` with 80 parts), found by tests/fuzz as a problem with neither a line nor a
 /// field. Point at the most deeply nested line, the likely culprit, and name the limit.
 fn unlocated_syntax_error(spans: &SpanIndex, raw: &str, message: &str) -> Problem {
-    let depth = |line: &str| line.chars().filter(|c| matches!(c, '.' | '[' | '{')).count();
+    let depth = |line: &str| {
+        line.chars()
+            .filter(|c| matches!(c, '.' | '[' | '{'))
+            .count()
+    };
     let (index, deepest) = raw
         .lines()
         .enumerate()
@@ -423,7 +427,9 @@ fn unlocated_syntax_error(spans: &SpanIndex, raw: &str, message: &str) -> Proble
         )
     } else {
         (
-            format!("TOML syntax error: {message} (position unknown; the most nested line is shown)"),
+            format!(
+                "TOML syntax error: {message} (position unknown; the most nested line is shown)"
+            ),
             "fix the TOML syntax (https://toml.io)",
         )
     };
@@ -679,7 +685,9 @@ fn check_references(r: &References<'_>, spans: &SpanIndex, problems: &mut Vec<Pr
             if bound.is_some_and(f64::is_nan) {
                 problems.push(spans.problem(
                     &format!("checks[{i}].{key}"),
-                    format!("`{key}` is NaN: no value compares to it, so the check would always pass"),
+                    format!(
+                        "`{key}` is NaN: no value compares to it, so the check would always pass"
+                    ),
                     format!("write a number, e.g. `{key} = 99`"),
                 ));
             }
@@ -907,7 +915,9 @@ source = "builtin:local-metrics"
         let problems = parse(&bad, "bad.toml", Path::new(".")).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert_eq!(problems[0].line, 23, "{problems:#?}");
-        assert!(problems[0].message.contains("nested 80 levels deep or more"));
+        assert!(problems[0]
+            .message
+            .contains("nested 80 levels deep or more"));
     }
 
     #[test]

@@ -172,7 +172,10 @@ mod tests {
         let secret = "pw \"quoted\" back\\slash\nsecond-line";
         register(secret);
         let message = format!("invalid type: string {secret:?}, expected f64");
-        assert_eq!(redact(&message), "invalid type: string \"***\", expected f64");
+        assert_eq!(
+            redact(&message),
+            "invalid type: string \"***\", expected f64"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! - **pass**: the provider returned a number `v` with `min <= v <= max` (bounds inclusive,
 //!   either optional);
 //! - **fail**: it returned a number outside the range;
-//! - **no-data**: it answered *no data*, an empty series, or NaN (e.g. a success rate of 0/0
-//!   requests). No data is never a pass;
+//! - **no-data**: it answered *no data*, an empty series, NaN (e.g. a success rate of 0/0
+//!   requests) or an infinity. No data is never a pass;
 //! - **error**: the query failed (provider error, plugin fault, timeout).
 //!
 //! An `instant` check takes the last sample when a provider answers with a series; a `range`
@@ -309,7 +309,10 @@ mod tests {
         // two f64::MAX samples was +inf.
         let c = check(Some(99.0), None, QueryKind::Range);
         let r = verdict(&c, Ok(MetricAnswer::Value(f64::INFINITY)));
-        assert_eq!((r.verdict, r.detail.as_str()), (CheckVerdict::NoData, "no data: the query's value is inf"));
+        assert_eq!(
+            (r.verdict, r.detail.as_str()),
+            (CheckVerdict::NoData, "no data: the query's value is inf")
+        );
         let big = Sample {
             timestamp_ms: 0,
             value: f64::MAX,

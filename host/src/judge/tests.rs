@@ -288,6 +288,10 @@ fn extreme_weights_keep_the_score_a_number() {
             })
             .collect();
         let r = judge(&metrics, &JudgeConfig::default());
-        assert!((0.0..=100.0).contains(&r.score), "{weights:?}: {}", r.summary);
+        assert!(
+            (0.0..=100.0).contains(&r.score),
+            "{weights:?}: {}",
+            r.summary
+        );
     }
 }
