@@ -13,6 +13,11 @@
 //! - `engine`: a native strategy answering generated decisions, run through `Engine::deploy`
 //!   against a native target that records what reaches it, checking the host's invariants.
 //!
+//! EXPECTED TO FAIL on main at the time of writing, until the engine rework of issue 10:
+//! `engine::*` (the host's invariants against a hostile strategy) and
+//! `journal::engine_corpus_journals_resume_in_time` (journals that panic or hang
+//! `Engine::resume`). Everything else passes and takes about 20 s on 2 cores.
+//!
 //! Every file under `tests/fuzz/corpus/` is also run through its target on every run (the
 //! seed corpus; add an input that once failed there). Shrunk failures are kept by proptest in
 //! `tests/fuzz/regressions/` (commit them). `PROPTEST_CASES=N` runs N cases per property
