@@ -303,12 +303,16 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
     let mut problems: Vec<Problem> = syntax
         .iter()
         .map(|e| {
-            spans.problem_at(
-                e.span(),
-                "",
-                format!("TOML syntax error: {}", e.message().trim()),
-                "fix the TOML syntax (https://toml.io)",
-            )
+            let message = e.message().trim();
+            match e.span() {
+                Some(span) => spans.problem_at(
+                    Some(span),
+                    "",
+                    format!("TOML syntax error: {message}"),
+                    "fix the TOML syntax (https://toml.io)",
+                ),
+                None => unlocated_syntax_error(&spans, raw, message),
+            }
         })
         .collect();
     if !problems.is_empty() {
@@ -473,6 +477,37 @@ fn check_safety_policy(
             "skipping analysis must be the operator's explicit choice: also set `require_analysis = false` in [deployment]",
         ));
     }
+}
+
+/// A syntax error the TOML parser gives without a position: its nesting limit on dotted keys
+/// (`a.b.c...` with 80 parts), found by tests/fuzz as a problem with neither a line nor a
+/// field. Point at the most deeply nested line, the likely culprit, and name the limit.
+fn unlocated_syntax_error(spans: &SpanIndex, raw: &str, message: &str) -> Problem {
+    let depth = |line: &str| {
+        line.chars()
+            .filter(|c| matches!(c, '.' | '[' | '{'))
+            .count()
+    };
+    let (index, deepest) = raw
+        .lines()
+        .enumerate()
+        .max_by_key(|(i, l)| (depth(l), std::cmp::Reverse(*i)))
+        .unwrap_or((0, ""));
+    let offset = raw.lines().take(index).map(|l| l.len() + 1).sum::<usize>();
+    let (message, help) = if message.contains("recursion") {
+        (
+            format!("TOML syntax error: {message}: keys, tables or arrays nested 80 levels deep or more ({} here)", depth(deepest) + 1),
+            "nest less deeply (a deployment file needs a handful of levels)",
+        )
+    } else {
+        (
+            format!(
+                "TOML syntax error: {message} (position unknown; the most nested line is shown)"
+            ),
+            "fix the TOML syntax (https://toml.io)",
+        )
+    };
+    spans.problem_at(Some(offset..offset), "", message, help)
 }
 
 /// What cross-reference checks look at (whatever parsed).
@@ -718,6 +753,28 @@ fn check_references(r: &References<'_>, spans: &SpanIndex, problems: &mut Vec<Pr
                 "give every check its own name",
             ));
         }
+        // `min = nan` made every comparison false, so the check always passed; a NaN or
+        // infinite weight made the judge's score NaN (found by tests/fuzz).
+        for (key, bound) in [("min", c.min), ("max", c.max)] {
+            if bound.is_some_and(f64::is_nan) {
+                problems.push(spans.problem(
+                    &format!("checks[{i}].{key}"),
+                    format!(
+                        "`{key}` is NaN: no value compares to it, so the check would always pass"
+                    ),
+                    format!("write a number, e.g. `{key} = 99`"),
+                ));
+            }
+        }
+        if let Some(w) = c.weight {
+            if !(w.is_finite() && w >= 0.0) {
+                problems.push(spans.problem(
+                    &format!("checks[{i}].weight"),
+                    format!("weight {w} is not a finite number >= 0"),
+                    "write a weight such as `weight = 1`",
+                ));
+            }
+        }
         if let (Some(min), Some(max)) = (c.min, c.max) {
             if min > max {
                 problems.push(spans.problem(
@@ -902,6 +959,39 @@ source = "builtin:local-metrics"
                 .any(|t| t.contains("`checks[0].foo`: unknown key")),
             "{text:#?}"
         );
+    }
+
+    #[test]
+    fn nan_bounds_and_non_finite_weights_are_problems() {
+        // Regression found by tests/fuzz: `min = nan` made a check that always passes.
+        let bad = GOOD.replace("min = 99", "min = nan\nmax = nan\nweight = inf");
+        let problems = parse(&bad, "bad.toml", Path::new(".")).unwrap_err();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{text:#?}");
+        assert!(
+            text[0].starts_with("bad.toml:15:1: `checks[0].min`: `min` is NaN"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with("bad.toml:16:1: `checks[0].max`: `max` is NaN"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].contains("`checks[0].weight`: weight inf is not a finite number"),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn too_deep_dotted_keys_are_located() {
+        // Regression found by tests/fuzz: the parser's nesting limit came without a position.
+        let bad = format!("{GOOD}\n{} = 1\n", vec!["k"; 90].join("."));
+        let problems = parse(&bad, "bad.toml", Path::new(".")).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].line, 23, "{problems:#?}");
+        assert!(problems[0]
+            .message
+            .contains("nested 80 levels deep or more"));
     }
 
     #[test]

@@ -18,16 +18,24 @@ fn registry() -> &'static RwLock<Vec<String>> {
 }
 
 /// Remember `value` as a secret for the rest of the process.
+///
+/// Its escaped form is remembered too: a secret in a value of the wrong type comes back in
+/// serde's message as `invalid type: string "..."`, Rust-escaped, so a multi-line key or a
+/// password with a quote or backslash went through redaction whole (found by tests/fuzz).
 pub fn register(value: &str) {
     if value.len() < MIN_SECRET_LEN {
         return;
     }
+    let debug = format!("{value:?}");
+    let escaped = &debug[1..debug.len() - 1];
     let mut all = registry().write().unwrap_or_else(|e| e.into_inner());
-    if !all.iter().any(|s| s == value) {
-        all.push(value.to_string());
-        // Longest first, so a secret containing another is replaced whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for form in [value, escaped] {
+        if !all.iter().any(|s| s == form) {
+            all.push(form.to_string());
+        }
     }
+    // Longest first, so a secret containing another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
 /// Whether any secret is registered (lets hot paths skip redaction work).
@@ -65,6 +73,34 @@ pub fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
+/// Largest file `${file:..}` reads: a secret is a token or a password, not a data set.
+pub const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Read a `${file:..}` secret: a regular file of at most [`MAX_SECRET_FILE_BYTES`].
+/// `${file:/dev/zero}` used to grow `dax validate` until it ran out of memory and
+/// `${file:some-fifo}` (or `/dev/stdin`) blocked it forever (found by tests/fuzz): the type is
+/// checked before opening (opening a FIFO blocks) and the read is bounded.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a directory, device, FIFO or socket)",
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB: a secret file holds one value",
+            MAX_SECRET_FILE_BYTES / 1024
+        )));
+    }
+    Ok(text)
+}
+
 /// Substitute `${env:VAR}` and `${file:path}` in `text`. `None` if there is nothing to do.
 /// Relative file paths are resolved against `base_dir`. Substituted values are registered
 /// as secrets.
@@ -87,7 +123,7 @@ pub fn interpolate(text: &str, base_dir: &Path) -> Result<Option<String>, String
             })?
         } else if let Some(file) = expr.strip_prefix("file:") {
             let path = base_dir.join(file);
-            let content = std::fs::read_to_string(&path).map_err(|e| {
+            let content = read_secret_file(&path).map_err(|e| {
                 format!(
                     "cannot read `{}` (referenced as `${{file:{file}}}`): {e}",
                     path.display()
@@ -128,5 +164,34 @@ mod tests {
             .unwrap_err()
             .contains("unknown interpolation"));
         assert_eq!(interpolate("plain", dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn escaped_secrets_are_redacted_too() {
+        // Regression found by tests/fuzz: serde quotes a mistyped value Rust-escaped.
+        let secret = "pw \"quoted\" back\\slash\nsecond-line";
+        register(secret);
+        let message = format!("invalid type: string {secret:?}, expected f64");
+        assert_eq!(
+            redact(&message),
+            "invalid type: string \"***\", expected f64"
+        );
+    }
+
+    #[test]
+    fn file_secrets_must_be_small_regular_files() {
+        // Regressions found by tests/fuzz: /dev/zero never ended, a FIFO blocked forever.
+        let dir = tempfile::tempdir().unwrap();
+        let err = interpolate("${file:/dev/zero}", dir.path()).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = interpolate("${file:fifo}", dir.path()).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = interpolate("${file:.}", dir.path()).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::write(dir.path().join("big"), vec![b'x'; 1024 * 1024 + 1]).unwrap();
+        let err = interpolate("${file:big}", dir.path()).unwrap_err();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
     }
 }

@@ -4,8 +4,8 @@
 //! - **pass**: the provider returned a number `v` with `min <= v <= max` (bounds inclusive,
 //!   either optional);
 //! - **fail**: it returned a number outside the range;
-//! - **no-data**: it answered *no data*, an empty series, or NaN (e.g. a success rate of 0/0
-//!   requests). No data is never a pass;
+//! - **no-data**: it answered *no data*, an empty series, NaN (e.g. a success rate of 0/0
+//!   requests) or an infinity. No data is never a pass;
 //! - **error**: the query failed (provider error, plugin fault, timeout).
 //!
 //! An `instant` check takes the last sample when a provider answers with a series; a `range`
@@ -70,10 +70,12 @@ pub fn verdict(check: &Check, answer: Result<MetricAnswer, String>) -> CheckResu
         Ok(MetricAnswer::Value(v)) => v,
         Ok(MetricAnswer::Series(s)) => {
             let values: Vec<f64> = s.iter().map(|x| x.value).filter(|v| !v.is_nan()).collect();
+            let n = values.len() as f64;
             match (check.kind, values.last()) {
                 (_, None) => f64::NAN,
                 (QueryKind::Instant, Some(last)) => *last,
-                (QueryKind::Range, Some(_)) => values.iter().sum::<f64>() / values.len() as f64,
+                // Divided first: the sum of large finite samples overflows to infinity.
+                (QueryKind::Range, Some(_)) => values.iter().map(|v| v / n).sum::<f64>(),
             }
         }
     };
@@ -83,6 +85,16 @@ pub fn verdict(check: &Check, answer: Result<MetricAnswer, String>) -> CheckResu
             verdict: CheckVerdict::NoData,
             value: None,
             detail: "no data: the query's value is NaN or the series is empty".into(),
+        };
+    }
+    // An infinity is no measurement: `+inf` passed every `min`-only check (found by
+    // tests/fuzz). The judge drops non-finite samples the same way.
+    if value.is_infinite() {
+        return CheckResult {
+            name,
+            verdict: CheckVerdict::NoData,
+            value: None,
+            detail: format!("no data: the query's value is {value}"),
         };
     }
     let bounds = describe_bounds(check);
@@ -289,6 +301,24 @@ mod tests {
             CheckVerdict::NoData
         );
         assert_eq!(verdict(&c, Err("boom".into())).verdict, CheckVerdict::Error);
+    }
+
+    #[test]
+    fn infinities_are_no_data_and_large_means_do_not_overflow() {
+        // Regressions found by tests/fuzz: +inf passed a `min`-only check, and the mean of
+        // two f64::MAX samples was +inf.
+        let c = check(Some(99.0), None, QueryKind::Range);
+        let r = verdict(&c, Ok(MetricAnswer::Value(f64::INFINITY)));
+        assert_eq!(
+            (r.verdict, r.detail.as_str()),
+            (CheckVerdict::NoData, "no data: the query's value is inf")
+        );
+        let big = Sample {
+            timestamp_ms: 0,
+            value: f64::MAX,
+        };
+        let r = verdict(&c, Ok(MetricAnswer::Series(vec![big, big])));
+        assert_eq!((r.verdict, r.value), (CheckVerdict::Pass, Some(f64::MAX)));
     }
 
     #[test]

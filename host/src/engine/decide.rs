@@ -277,7 +277,7 @@ pub fn vet(step: Step, l: &Ledger, p: &Policy) -> Vetted {
 }
 
 /// Why a step's values are out of range, if they are.
-fn out_of_range(step: &Step, p: &Policy) -> Option<String> {
+pub(super) fn out_of_range(step: &Step, p: &Policy) -> Option<String> {
     let fmt = |ms: u64| crate::plugin::spec::duration_str::format(Duration::from_millis(ms));
     match step {
         Step::SetTraffic(t) if t.candidate_weight > 100 => Some(format!(

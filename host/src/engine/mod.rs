@@ -333,7 +333,14 @@ impl Engine {
         if run.ledger.weight > 0 && !run.ledger.rollback_started && !run.ledger.promoted {
             run.start_load();
         }
-        let pending = replay::pending(&run.ledger, &records, offset, stable, candidate);
+        let pending = replay::pending(
+            &run.ledger,
+            &run.policy,
+            &records,
+            offset,
+            stable,
+            candidate,
+        );
         Ok(run.drive(pending).await?)
     }
 }

@@ -1,6 +1,7 @@
 //! `dax resume`: what a journal says about where a stopped run was. The counters come from
 //! the same [`Ledger::apply`] the live run uses; this module only finds where to pick up.
 
+use super::decide::Policy;
 use super::ledger::Ledger;
 use super::{Report, Summary};
 use crate::contract::{FinalStatus, Step, WorkloadStatus};
@@ -12,6 +13,9 @@ pub(super) enum Pending {
     Decide,
     /// Stopped after finishing the target but before the `finished` record.
     Finish(FinalStatus),
+    /// Resumed with a decision that has no outcome whose values the policy refuses (a
+    /// damaged or foreign journal is input like any other): journal it as failed.
+    Refuse { n: u64, why: String },
     /// Resumed with a decision that has no outcome: execute it again (target calls are
     /// idempotent by contract), after looking at the target.
     Redo {
@@ -26,6 +30,7 @@ pub(super) enum Pending {
 /// was interrupted only waits for what is left of it.
 pub(super) fn pending(
     ledger: &Ledger,
+    policy: &Policy,
     records: &[Record],
     now_ms: u64,
     stable: Option<WorkloadStatus>,
@@ -38,6 +43,12 @@ pub(super) fn pending(
         (Some(_), Step::Finish(status)) => Pending::Finish(*status),
         (Some(_), _) => Pending::Decide,
         (None, step) => {
+            if let Some(why) = super::decide::out_of_range(step, policy) {
+                return Pending::Refuse {
+                    n: last.n,
+                    why: format!("refused on resume: {why}"),
+                };
+            }
             let decided_at = records
                 .iter()
                 .find_map(|r| match r.event {

@@ -114,7 +114,9 @@ impl Run {
     }
 
     pub(super) fn elapsed_ms(&self) -> u64 {
-        self.offset_ms + self.started.elapsed().as_millis() as u64
+        // Saturating: a damaged journal's clock may be anywhere near u64::MAX.
+        self.offset_ms
+            .saturating_add(self.started.elapsed().as_millis() as u64)
     }
 
     pub(super) async fn record(&mut self, event: Event) -> anyhow::Result<Record> {
@@ -334,6 +336,10 @@ impl Run {
             Pending::Decide => {}
             // Stopped after finishing the target but before the `finished` record.
             Pending::Finish(status) => return self.finish(status).await,
+            Pending::Refuse { n, why } => {
+                self.record_outcome(n, Outcome::Failed(why), String::new())
+                    .await?;
+            }
             Pending::Redo {
                 n,
                 step,

@@ -10,6 +10,9 @@ use chrono::NaiveDate;
 /// Parse the text of a `.trivyignore` file. `origin` names the file in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<IgnoreRule>, String> {
     let mut rules = Vec::new();
+    // A byte-order mark (Windows editors write one) would become part of the first id, which
+    // then never matches (found by tests/fuzz).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (n, raw) in text.lines().enumerate() {
         let (body, comment) = match raw.split_once('#') {
             Some((b, c)) => (b, Some(c.trim())),
@@ -60,6 +63,13 @@ mod tests {
         assert_eq!(rules[1].expires, NaiveDate::from_ymd_opt(2020, 1, 1));
         assert_eq!(rules[1].reason.as_deref(), Some("waiting for vendor"));
         assert_eq!(rules[2].id, "DS002");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_id() {
+        let rules = parse("\u{feff}CVE-2019-1559\r\nCVE-2\r\n", ".trivyignore").unwrap();
+        assert_eq!(rules[0].id, "CVE-2019-1559");
+        assert_eq!(rules[1].id, "CVE-2");
     }
 
     #[test]

@@ -185,11 +185,16 @@ pub fn judge(metrics: &[MetricInput], config: &JudgeConfig) -> JudgeResult {
         .iter()
         .filter(|r| r.critical && r.classification != Classification::Pass)
         .collect();
+    // A weight that is not a finite positive number scores nothing: an infinite one made the
+    // score NaN (found by tests/fuzz; `dax validate` also refuses such weights).
     let scored: Vec<&GroupScore> = groups
         .iter()
-        .filter(|g| g.score.is_some() && g.weight > 0.0)
+        .filter(|g| g.score.is_some() && g.weight > 0.0 && g.weight.is_finite())
         .collect();
-    let total_weight: f64 = scored.iter().map(|g| g.weight).sum();
+    // Relative to the largest weight, so that huge finite weights cannot overflow the sums.
+    let largest = scored.iter().map(|g| g.weight).fold(0.0, f64::max);
+    let relative = |g: &GroupScore| g.weight / largest;
+    let total_weight: f64 = scored.iter().map(|g| relative(g)).sum();
     let (score, why) = if !critical_failures.is_empty() {
         let names: Vec<String> = critical_failures
             .iter()
@@ -201,9 +206,11 @@ pub fn judge(metrics: &[MetricInput], config: &JudgeConfig) -> JudgeResult {
     } else {
         let s = scored
             .iter()
-            .map(|g| g.weight * g.score.unwrap_or(0.0))
+            .map(|g| relative(g) * g.score.unwrap_or(0.0))
             .sum::<f64>()
             / total_weight;
+        // Rounding of the relative weights can land a hair outside 0..=100.
+        let s = s.clamp(0.0, 100.0);
         let failing: Vec<String> = results
             .iter()
             .filter(|r| matches!(r.classification, Classification::High | Classification::Low))

@@ -272,3 +272,26 @@ fn long_series_stay_fast_and_correct() {
         start.elapsed()
     );
 }
+
+#[test]
+fn extreme_weights_keep_the_score_a_number() {
+    // Regression found by tests/fuzz: an infinite weight, or two huge finite ones, made the
+    // weighted mean NaN.
+    let same = || (0..20).map(|i| i as f64).collect::<Vec<f64>>();
+    for weights in [[f64::INFINITY, 1.0], [f64::MAX, f64::MAX], [1e308, 5e-324]] {
+        let metrics: Vec<MetricInput> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| MetricInput {
+                weight: Some(*w),
+                ..metric(&format!("m{i}"), same(), same())
+            })
+            .collect();
+        let r = judge(&metrics, &JudgeConfig::default());
+        assert!(
+            (0.0..=100.0).contains(&r.score),
+            "{weights:?}: {}",
+            r.summary
+        );
+    }
+}

@@ -110,6 +110,9 @@ pub mod duration_str {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
+    /// The longest duration [`parse`] accepts (`u64::MAX` milliseconds), as written in errors.
+    const MAX_DURATION_TEXT: &str = "18446744073709551615ms (about 584 million years)";
+
     /// Parse a duration such as `1m30s`.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let t = text.trim();
@@ -150,7 +153,16 @@ pub mod duration_str {
                     ))
                 }
             };
-            total_ms += n * factor;
+            // Checked: a 39-digit number times a unit overflowed u128 (a panic in debug
+            // builds), and a total above u64::MAX ms was silently truncated (`as u64`), so
+            // "18446744073709551616ms" meant 0 ms. Found by tests/fuzz.
+            total_ms = n
+                .checked_mul(factor)
+                .and_then(|ms| total_ms.checked_add(ms))
+                .filter(|ms| *ms <= u64::MAX as u128)
+                .ok_or_else(|| {
+                    format!("duration `{text}` is too long: write at most {MAX_DURATION_TEXT}")
+                })?;
             rest = &rest[unit_len..];
         }
         Ok(Duration::from_millis(total_ms as u64))
@@ -182,6 +194,20 @@ pub mod duration_str {
             assert!(parse("5").unwrap_err().contains("missing unit"));
             assert!(parse("5d").unwrap_err().contains("unknown unit"));
             assert_eq!(format(Duration::from_secs(120)), "2m");
+        }
+
+        #[test]
+        fn refuses_durations_that_overflow_instead_of_panicking_or_wrapping() {
+            // Regressions found by tests/fuzz: overflowed u128 (panic) / truncated to 0 ms.
+            let huge = format!("{}h", u128::MAX);
+            assert!(parse(&huge).unwrap_err().contains("too long"), "{huge}");
+            assert!(parse("18446744073709551616ms")
+                .unwrap_err()
+                .contains("too long"));
+            assert_eq!(
+                parse("18446744073709551615ms").unwrap(),
+                Duration::from_millis(u64::MAX)
+            );
         }
     }
 }

@@ -377,3 +377,6 @@ pub fn findings(report: &TrivyReport) -> Vec<Item> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
