@@ -102,7 +102,7 @@ fn control_plane_runs_a_deployment_serves_gateway_api_and_stops_clean() {
     let pids = cluster.pids();
     assert_eq!(
         pids.len(),
-        7,
+        6,
         "etcd, 3 control-plane parts, kwok, watchdog: {pids:?}"
     );
     assert!(pids.iter().all(|&pid| process_alive(pid)), "{pids:?}");
@@ -153,7 +153,7 @@ fn watchdog_stops_the_cluster_when_its_owner_exits() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(pids.len(), 7, "{pids:?}");
+    assert_eq!(pids.len(), 6, "{pids:?}");
 
     owner.kill().unwrap();
     owner.wait().unwrap();
