@@ -18,16 +18,17 @@ bin="$K8S_CACHE/bin"
 say() { printf 'k8s cluster: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-# Processes are found again through DIR/pids/NAME.pid; stop TERMs them, then KILLs stragglers.
+# Processes are found again through DIR/pids/NAME.pid. SIGKILL: the cluster's state is thrown
+# away, and a graceful API server shutdown waits on an etcd that is going away too.
 stop() {
   local dir=$1 pids=() pid file
   for file in "$dir"/pids/*.pid; do
     [ -f "$file" ] || continue
     pid=$(cat "$file")
-    # The watchdog runs this very function: it must not kill itself half way.
-    [ "$pid" = "$$" ] && { rm -f "$file"; continue; }
-    kill "$pid" 2>/dev/null && pids+=("$pid")
     rm -f "$file"
+    # The watchdog runs this very function: it must not kill itself half way.
+    [ "$pid" = "$$" ] && continue
+    kill -9 "$pid" 2>/dev/null && pids+=("$pid")
   done
   for _ in $(seq 100); do
     local alive=()
@@ -36,8 +37,8 @@ stop() {
     pids=("${alive[@]}")
     sleep 0.1
   done
-  say "killing what did not stop within 10 s: ${pids[*]}"
-  kill -9 "${pids[@]}" 2>/dev/null || true
+  say "still running 10 s after SIGKILL: ${pids[*]}"
+  return 1
 }
 
 # Alive and not a zombie (a zombie has exited; only its parent has not reaped it yet).
@@ -157,7 +158,8 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
     --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$kcm_port" --leader-elect=false --profiling=false \
     --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
-    --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key"
+    --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
+    --node-monitor-grace-period=5m
   launch kube-scheduler "$bin/kube-scheduler" --kubeconfig="$kc" \
     --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
@@ -166,10 +168,13 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
   until_ok 60 "the API server's /readyz" "${k[@]}" get --raw=/readyz
   local ready_at=$EPOCHREALTIME
 
-  # kwok plays the kubelet of every Node annotated kwok.x-k8s.io/node=fake.
+  # kwok plays the kubelet of every Node annotated kwok.x-k8s.io/node=fake. Its heartbeat is
+  # the Node's status every 20-45 s, no Lease (see build.sh); the controller-manager's grace
+  # period above is generous so a loaded machine never marks the node not ready.
   launch kwok "$bin/kwok" --kubeconfig="$kc" --config="$K8S_CACHE/stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --server-address="127.0.0.1:$kwok_port"
+    --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --server-address="127.0.0.1:$kwok_port" \
+    --node-lease-duration-seconds=0
   # Server-side, as the tests apply everything (mixing with client-side apply conflicts).
   "${k[@]}" apply --server-side --force-conflicts -f "$K8S_CACHE/crds/" >/dev/null
   "${k[@]}" apply --server-side -f - >/dev/null <<'YAML'
