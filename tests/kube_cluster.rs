@@ -117,20 +117,34 @@ fn control_plane_runs_a_deployment_serves_gateway_api_and_stops_clean() {
 fn watchdog_stops_the_cluster_when_its_owner_exits() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    // A stand-in owner we can kill.
-    let mut owner = std::process::Command::new("sleep")
-        .arg("600")
-        .spawn()
-        .unwrap();
+    // A stand-in owner we can kill; killed on every path, so a failed assertion below still
+    // lets the watchdog clean up.
+    struct Owner(std::process::Child);
+    impl Owner {
+        fn exit(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            self.exit();
+        }
+    }
+    let mut owner = Owner(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
     let out = std::process::Command::new("bash")
         .arg(dax_tests::repo_root().join("tests/k8s/cluster.sh"))
         .arg("start")
         .arg(dir.path())
-        .arg(owner.id().to_string())
+        .arg(owner.0.id().to_string())
         .output()
         .unwrap();
     if out.status.code() == Some(3) {
-        let _ = owner.kill();
         assert!(
             !dax_tests::in_ci(),
             "control plane not built: run tests/k8s/build.sh"
@@ -155,8 +169,7 @@ fn watchdog_stops_the_cluster_when_its_owner_exits() {
         .collect();
     assert_eq!(pids.len(), 6, "{pids:?}");
 
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.exit();
     let deadline = Instant::now() + Duration::from_secs(20);
     while pids.iter().any(|&pid| process_alive(pid)) {
         assert!(
