@@ -186,3 +186,15 @@ fn watchdog_stops_the_cluster_when_its_owner_exits() {
         "the watchdog deletes the cluster's directory"
     );
 }
+
+/// `Cluster::shared` starts one cluster per test process and hands out the same one.
+#[test]
+fn shared_cluster_is_started_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(first) = Cluster::shared() else {
+        return;
+    };
+    let second = Cluster::shared().expect("started once, shared afterwards");
+    assert!(std::ptr::eq(first, second));
+    assert_eq!(second.kubectl(&["get", "--raw=/readyz"]), "ok");
+}

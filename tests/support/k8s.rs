@@ -36,13 +36,11 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("dax-k8s-")
             .tempdir()
-            .expect("creating the cluster's directory")
-            .keep();
-        let cluster = Self::start_in(&dir);
-        if cluster.is_none() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        cluster
+            .expect("creating the cluster's directory");
+        // Deleted here when the start is skipped or panics; afterwards by stop or the watchdog.
+        let cluster = Self::start_in(dir.path())?;
+        let _ = dir.keep();
+        Some(cluster)
     }
 
     /// One cluster for the whole test process, started on first use. Statics are never
