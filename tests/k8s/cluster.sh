@@ -194,9 +194,9 @@ YAML
   until_ok 60 "ServiceAccount default/default" "${k[@]}" get serviceaccount default
 
   if [ -n "${owner:-}" ]; then
-    # Stops the cluster when the owner exits, even by SIGKILL (a test binary's statics never drop).
+    # Destroys the cluster when the owner exits, even by SIGKILL (a test binary's statics never drop).
     # Detached from our stdout and from the owner's process group, so neither waits on it.
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" destroy "$3"' \
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" destroy "$3"' \
       watchdog "$owner" "$here/cluster.sh" "$dir" </dev/null >"$dir/logs/watchdog.log" 2>&1 &
     echo $! >"$dir/pids/watchdog.pid"
   fi
