@@ -62,6 +62,13 @@ for ws in plugins; do
   done
 done
 
+step "Kubernetes test control plane (tests/k8s; built once into \$DAX_BUILD_CACHE/k8s)"
+# Minutes from a cold Go cache, seconds once cached; tests/kube_*.rs start it from there.
+if ! bash tests/k8s/build.sh; then
+  [ "${CI:-}" = true ] && exit 1
+  echo "not built: the Kubernetes tests will be skipped"
+fi
+
 step "host and integration tests"
 cargo test --workspace --no-fail-fast --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt" | grep -vE "^\s*$" | tail -n 200
 status=${PIPESTATUS[0]}
