@@ -17,6 +17,21 @@ impl Write for RedactingStderr {
 }
 
 fn main() {
+    // Code that still writes with `println!` must not crash on `dax ... | head` either:
+    // a panic from writing to a closed stdout ends the process quietly (see `cli::output`).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if dax::cli::output::is_closed_stdout_panic(message) {
+            std::process::exit(dax::cli::EXIT_STDOUT_CLOSED);
+        }
+        default_hook(info)
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
