@@ -11,6 +11,7 @@ use dax::contract::FinalStatus;
 use dax::local::process::{pid_alive, OWNER_ENV};
 use dax::state::{Event, Record, StateDir};
 use dax_tests::demo_app;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +45,10 @@ impl World {
         StateDir::new(self.state_dir())
     }
 
-    /// The quickstart's canary with short intervals: two steps of 25% and 1 s analyses.
+    /// The quickstart's canary with short intervals: two steps of 25%, one every second.
+    /// The checks look at the last 3 s: `local-metrics` counts whole seconds, so a 1 s
+    /// window is only the current, partial second. `threshold = 3`: the first analysis after
+    /// a resume has no data (the load generator restarts with it).
     /// `candidate_args` makes the candidate faulty (`--error-rate 0.5`) or not.
     fn write(&self, candidate_args: &str) -> PathBuf {
         let app = demo_app();
@@ -65,7 +69,7 @@ replicas = 1
 plugin = "canary"
 [strategy.params]
 interval = "1s"
-threshold = 2
+threshold = 3
 maxWeight = 50
 stepWeight = 25
 
@@ -74,19 +78,19 @@ name = "request-success-rate"
 provider = "local-metrics"
 query = "request-success-rate"
 min = 99.0
-interval = "1s"
+interval = "3s"
 
 [[checks]]
 name = "request-duration"
 provider = "local-metrics"
 query = "request-duration"
 max = 500.0
-interval = "1s"
+interval = "3s"
 
 [[hooks]]
 name = "load"
 type = "rollout"
-load = {{ url = "http://127.0.0.1:{port}/", rps = 40 }}
+load = {{ url = "http://127.0.0.1:{port}/", rps = 50 }}
 
 [plugins.local]
 source = "builtin:local"
@@ -189,7 +193,7 @@ fn dax_bin() -> PathBuf {
         .clone()
 }
 
-fn output(cmd: &mut Command) -> (Option<i32>, String, String) {
+fn output(mut cmd: Command) -> (Option<i32>, String, String) {
     let out = cmd.output().unwrap();
     (
         out.status.code(),
@@ -241,6 +245,25 @@ fn has_traffic_shift(records: &[Record]) -> bool {
         .any(|r| matches!(r.event, Event::Outcome { n, .. } if shifts.contains(&n)))
 }
 
+/// The tests of this file run one at a time: each drives real processes and timed
+/// analyses, and three at once on a small machine starve the 1 s analysis windows.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The demo apps' logs of a world, for failure messages.
+fn logs(w: &World) -> String {
+    let mut out = String::new();
+    let dir = w.state().deployment_dir("k").join("local");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        out.push_str(&format!("--- {}\n{text}\n", e.path().display()));
+    }
+    out
+}
+
 // ------------------------------------------------------------------ tests
 
 /// `dax deploy` killed with SIGKILL after N journal lines, for every N of a whole rollout,
@@ -251,6 +274,7 @@ fn has_traffic_shift(records: &[Record]) -> bool {
 /// third line, to keep the test within a few minutes on two cores.
 #[test]
 fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
+    let _one = one_at_a_time();
     let every_nth: usize = std::env::var("DAX_TEST_EVERY_NTH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -298,7 +322,12 @@ fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
 
             let (status, stdout, stderr) =
                 output(w.dax(&["resume", "k", "--no-progress"]));
-            assert_eq!(status, Some(code), "{context}: resume said\n{stdout}\n{stderr}");
+            assert_eq!(
+                status,
+                Some(code),
+                "{context}: resume said\n{stdout}\n{stderr}\n{}",
+                logs(&w)
+            );
             let records = w.state().read("k").unwrap();
             assert_eq!(assert_complete_journal(&records, &context), want, "{context}");
             w.assert_no_orphans(&context);
@@ -311,6 +340,7 @@ fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
 /// `dax resume` adopts them and promotes, leaving nothing behind.
 #[test]
 fn ctrl_c_and_sigterm_leave_a_resumable_deployment() {
+    let _one = one_at_a_time();
     for (signal, whole_group) in [("-INT", true), ("-TERM", false)] {
         let w = World::new();
         let file = w.write("");
@@ -381,6 +411,7 @@ fn ctrl_c_and_sigterm_leave_a_resumable_deployment() {
 /// never a panic; the deployment itself is not affected.
 #[test]
 fn a_closed_stdout_is_not_a_crash() {
+    let _one = one_at_a_time();
     let w = World::new();
     let file = w.write("");
     let closed = || {
