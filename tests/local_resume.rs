@@ -157,7 +157,10 @@ source = "builtin:local-metrics"
             std::thread::sleep(Duration::from_millis(20));
         }
         let left = self.demo_pids();
-        assert!(left.is_empty(), "{context}: demo processes left behind: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{context}: demo processes left behind: {left:?}"
+        );
     }
 }
 
@@ -206,7 +209,10 @@ fn output(mut cmd: Command) -> (Option<i32>, String, String) {
 /// ends with `finished`; returns the final status.
 fn assert_complete_journal(records: &[Record], context: &str) -> FinalStatus {
     assert!(
-        matches!(records.first().map(|r| &r.event), Some(Event::Created { .. })),
+        matches!(
+            records.first().map(|r| &r.event),
+            Some(Event::Created { .. })
+        ),
         "{context}: journal must start with created"
     );
     for (i, r) in records.iter().enumerate() {
@@ -281,7 +287,12 @@ fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
         .unwrap_or(1);
     for (candidate_args, want, code, stride) in [
         ("", FinalStatus::Promoted, 0, every_nth),
-        ("--error-rate 0.5", FinalStatus::RolledBack, 1, every_nth.max(3)),
+        (
+            "--error-rate 0.5",
+            FinalStatus::RolledBack,
+            1,
+            every_nth.max(3),
+        ),
     ] {
         // A clean run first, to learn how many lines a whole rollout writes.
         let clean = World::new();
@@ -303,7 +314,13 @@ fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
             let w = World::new();
             let file = w.write(candidate_args);
             let mut child = w
-                .dax(&["deploy", file.to_str().unwrap(), "--id", "k", "--no-progress"])
+                .dax(&[
+                    "deploy",
+                    file.to_str().unwrap(),
+                    "--id",
+                    "k",
+                    "--no-progress",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -320,8 +337,7 @@ fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
             let killed_at = w.journal_lines("k");
             let context = format!("{want:?}, killed after {killed_at} lines");
 
-            let (status, stdout, stderr) =
-                output(w.dax(&["resume", "k", "--no-progress"]));
+            let (status, stdout, stderr) = output(w.dax(&["resume", "k", "--no-progress"]));
             assert_eq!(
                 status,
                 Some(code),
@@ -329,7 +345,11 @@ fn sigkill_at_every_journal_line_then_resume_on_the_local_target() {
                 logs(&w)
             );
             let records = w.state().read("k").unwrap();
-            assert_eq!(assert_complete_journal(&records, &context), want, "{context}");
+            assert_eq!(
+                assert_complete_journal(&records, &context),
+                want,
+                "{context}"
+            );
             w.assert_no_orphans(&context);
         }
     }
@@ -345,7 +365,13 @@ fn ctrl_c_and_sigterm_leave_a_resumable_deployment() {
         let w = World::new();
         let file = w.write("");
         let mut child = w
-            .dax(&["deploy", file.to_str().unwrap(), "--id", "c", "--no-progress"])
+            .dax(&[
+                "deploy",
+                file.to_str().unwrap(),
+                "--id",
+                "c",
+                "--no-progress",
+            ])
             .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -420,7 +446,13 @@ fn a_closed_stdout_is_not_a_crash() {
         writer
     };
     let out = w
-        .dax(&["deploy", file.to_str().unwrap(), "--id", "p", "--no-progress"])
+        .dax(&[
+            "deploy",
+            file.to_str().unwrap(),
+            "--id",
+            "p",
+            "--no-progress",
+        ])
         .stdout(closed())
         .output()
         .unwrap();

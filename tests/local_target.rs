@@ -689,7 +689,10 @@ async fn resume_adopts_only_the_recorded_processes() {
         .status()
         .unwrap();
     wait_dead(&[candidate.pid]).await;
-    let mut stranger = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
     state["candidate"]["procs"][0]["pid"] = json!(stranger.id());
@@ -707,13 +710,20 @@ async fn resume_adopts_only_the_recorded_processes() {
     let second = new_target().await.unwrap();
     let after = second.backends().await;
     let pid_of = |slot| after.iter().find(|b| b.slot == slot).unwrap().pid;
-    assert_eq!(pid_of(Slot::Stable), stable.pid, "the stable process is adopted");
+    assert_eq!(
+        pid_of(Slot::Stable),
+        stable.pid,
+        "the stable process is adopted"
+    );
     let new_candidate = pid_of(Slot::Candidate);
     assert!(
         new_candidate != candidate.pid && new_candidate != stranger.id() as i32,
         "a new candidate is started: {after:?}"
     );
-    assert!(pid_alive(stranger.id() as i32), "the stranger is left alone");
+    assert!(
+        pid_alive(stranger.id() as i32),
+        "the stranger is left alone"
+    );
     wait_dead(&[unrecorded_pid]).await;
     let _ = unrecorded.wait();
     // The traffic split came back with the state.

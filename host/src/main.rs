@@ -8,11 +8,14 @@ struct RedactingStderr;
 impl Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(dax::config::secrets::redact(&text).as_bytes())?;
+        // A log line that cannot be written (stderr closed: `dax ... 2>&1 | head`) is
+        // dropped: reporting the failure would write to stderr again, and panic.
+        let _ = std::io::stderr().write_all(dax::config::secrets::redact(&text).as_bytes());
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 

@@ -331,7 +331,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 outln!(
                     "{:<36} {:<12} {:<8} {:<12} {:>8}  reason",
-                    "id", "app", "version", "status", "time"
+                    "id",
+                    "app",
+                    "version",
+                    "status",
+                    "time"
                 );
                 for s in shown {
                     outln!(
@@ -469,7 +473,11 @@ fn finish(ended: Ended, progress: &Progress, json: bool) -> anyhow::Result<i32> 
     match ended {
         Ended::Interrupted(signal, still_running) => {
             let id = progress.id();
-            let started = !progress.id.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+            let started = !progress
+                .id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
             if json {
                 print_json(&serde_json::json!({
                     "id": started.then_some(&id),
@@ -480,7 +488,9 @@ fn finish(ended: Ended, progress: &Progress, json: bool) -> anyhow::Result<i32> 
             } else if !started {
                 errln!("interrupted by {signal} before the deployment started: nothing to resume");
             } else {
-                errln!("interrupted by {signal}: deployment {id} is not finished and can be resumed");
+                errln!(
+                    "interrupted by {signal}: deployment {id} is not finished and can be resumed"
+                );
                 if !still_running.is_empty() {
                     errln!(
                         "  still running, for `dax resume` to take over (the local proxy is down until then):"

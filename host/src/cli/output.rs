@@ -54,8 +54,9 @@ macro_rules! errln {
 
 pub(crate) use {errln, outln};
 
-/// The message of the panic `println!` raises on a closed stdout, for the binary's panic
-/// hook: code that still uses `println!` must not crash on `| head` either.
+/// The message of the panic `println!` / `eprintln!` raise on a closed pipe, for the
+/// binary's panic hook: code that still uses them must not crash on `| head` either.
 pub fn is_closed_stdout_panic(message: &str) -> bool {
-    message.contains("failed printing to stdout") && message.contains("Broken pipe")
+    (message.contains("failed printing to stdout") || message.contains("failed printing to stderr"))
+        && message.contains("Broken pipe")
 }

@@ -299,8 +299,7 @@ impl LocalTarget {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Home {
-                    dir: std::env::temp_dir()
-                        .join(format!("dax-local-{}-{n}", std::process::id())),
+                    dir: std::env::temp_dir().join(format!("dax-local-{}-{n}", std::process::id())),
                     kept: false,
                 }
             }
@@ -467,7 +466,9 @@ impl LocalTarget {
             .collect();
         let swept = process::sweep(&self.home.dir, &adopted);
         if swept > 0 {
-            tracing::info!("local target: stopped {swept} process(es) a previous host left unrecorded");
+            tracing::info!(
+                "local target: stopped {swept} process(es) a previous host left unrecorded"
+            );
         }
         for (slot, launch, desired, mut procs) in slots {
             let adopted = procs.len();
@@ -511,7 +512,12 @@ impl LocalTarget {
         let label = format!("{app} {slot} {}", launch.version);
         let mut procs = Vec::new();
         for _ in 0..n {
-            procs.push(process::spawn(launch, &self.base_dir, &self.home.dir, &label)?);
+            procs.push(process::spawn(
+                launch,
+                &self.base_dir,
+                &self.home.dir,
+                &label,
+            )?);
         }
         let waits = procs.iter().map(|p| {
             process::wait_ready(

@@ -336,7 +336,11 @@ pub fn sweep(owner: &Path, keep: &[i32]) -> usize {
     };
     let mut killed = 0;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -397,7 +401,11 @@ pub fn spawn(
         "{}-{port}.log",
         spec.version
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            })
             .collect::<String>()
     ));
     let out = std::fs::OpenOptions::new()
