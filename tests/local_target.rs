@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -658,6 +659,84 @@ async fn a_resumed_target_adopts_the_processes_of_a_crashed_host() {
     second.finalize("resume").await.unwrap();
     wait_dead(&before).await;
     assert!(!state.path().join("local-target.json").exists());
+}
+
+/// A target made for a deployment keeps its state under the deployment's folder by default,
+/// and a resumed one adopts only the processes it recorded: a recorded pid now used by
+/// another process (a recycled pid) is neither adopted nor killed, the missing replica is
+/// started again, and a marked child the state file never recorded (the host died between
+/// spawn and write) is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_adopts_only_the_recorded_processes() {
+    let _g = EXCLUSIVE.read().await;
+    let deployment = tempfile::tempdir().unwrap();
+    let tmp = std::env::temp_dir();
+    let new_target = || LocalTarget::for_deployment(config(json!({})), &tmp, deployment.path());
+    let first = new_target().await.unwrap();
+    first.deploy(&workload("recycle", "v2", "")).await.unwrap();
+    first.set_traffic("recycle", &split(30)).await.unwrap();
+    let before = first.backends().await;
+    std::mem::forget(first); // a crashed host runs no destructor
+    let home = deployment.path().join("local");
+    let state_file = home.join("local-target.json");
+    assert!(state_file.exists(), "no state in {}", home.display());
+
+    // The candidate dies and an unrelated process gets a pid the state file names.
+    let candidate = before.iter().find(|b| b.slot == Slot::Candidate).unwrap();
+    let stable = before.iter().find(|b| b.slot == Slot::Stable).unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &candidate.pid.to_string()])
+        .status()
+        .unwrap();
+    wait_dead(&[candidate.pid]).await;
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    state["candidate"]["procs"][0]["pid"] = json!(stranger.id());
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    // A child of this target that no state file recorded.
+    let mut unrecorded = std::process::Command::new("python3")
+        .arg(demo_app())
+        .args(["--version", "v9", "--port", "0"])
+        .env(dax::local::process::OWNER_ENV, &home)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let unrecorded_pid = unrecorded.id() as i32;
+
+    let second = new_target().await.unwrap();
+    let after = second.backends().await;
+    let pid_of = |slot| after.iter().find(|b| b.slot == slot).unwrap().pid;
+    assert_eq!(
+        pid_of(Slot::Stable),
+        stable.pid,
+        "the stable process is adopted"
+    );
+    let new_candidate = pid_of(Slot::Candidate);
+    assert!(
+        new_candidate != candidate.pid && new_candidate != stranger.id() as i32,
+        "a new candidate is started: {after:?}"
+    );
+    assert!(
+        pid_alive(stranger.id() as i32),
+        "the stranger is left alone"
+    );
+    wait_dead(&[unrecorded_pid]).await;
+    let _ = unrecorded.wait();
+    // The traffic split came back with the state.
+    let served = send(&client(), second.proxy_addr(), 200, &[]).await;
+    let v2 = served.get("v2").copied().unwrap_or(0);
+    assert!((30..=90).contains(&v2), "about 30% to v2: {served:?}");
+
+    second.finalize("recycle").await.unwrap();
+    wait_dead(&[stable.pid, new_candidate]).await;
+    assert!(!state_file.exists());
+    assert!(pid_alive(stranger.id() as i32));
+    let _ = stranger.kill();
+    let _ = stranger.wait();
 }
 
 /// The quickstart files drive the local target as written (relative paths resolve against the

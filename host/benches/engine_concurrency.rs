@@ -26,6 +26,7 @@ use dax::contract::*;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use dax::engine::resolve::TargetContext;
 use dax::engine::{Engine, PluginResolver, ResolvedPlugin};
 use dax::plugin::PluginSpec;
 use dax::state::{Durability, StateDir};
@@ -212,7 +213,11 @@ impl ResolvedPlugin for Native {
     async fn validate_config(&self, _c: &serde_json::Value) -> CallResult<Vec<ConfigProblem>> {
         Ok(vec![])
     }
-    async fn target(&self, _c: serde_json::Value, _b: &Path) -> anyhow::Result<Arc<dyn Target>> {
+    async fn target(
+        &self,
+        _c: serde_json::Value,
+        _ctx: TargetContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Target>> {
         Ok(Arc::new(NoopTarget))
     }
     async fn strategy(&self, _p: serde_json::Value) -> anyhow::Result<Arc<dyn Strategy>> {

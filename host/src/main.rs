@@ -8,15 +8,33 @@ struct RedactingStderr;
 impl Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(dax::config::secrets::redact(&text).as_bytes())?;
+        // A log line that cannot be written (stderr closed: `dax ... 2>&1 | head`) is
+        // dropped: reporting the failure would write to stderr again, and panic.
+        let _ = std::io::stderr().write_all(dax::config::secrets::redact(&text).as_bytes());
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 
 fn main() {
+    // Code that still writes with `println!` must not crash on `dax ... | head` either:
+    // a panic from writing to a closed stdout ends the process quietly (see `cli::output`).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if dax::cli::output::is_closed_stdout_panic(message) {
+            std::process::exit(dax::cli::EXIT_STDOUT_CLOSED);
+        }
+        default_hook(info)
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -366,7 +366,11 @@ impl ResolvedPlugin for Native {
     async fn validate_config(&self, _c: &serde_json::Value) -> CallResult<Vec<ConfigProblem>> {
         Ok(vec![])
     }
-    async fn target(&self, _c: serde_json::Value, _b: &Path) -> anyhow::Result<Arc<dyn Target>> {
+    async fn target(
+        &self,
+        _c: serde_json::Value,
+        _ctx: dax::engine::resolve::TargetContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Target>> {
         Ok(Arc::new(FuzzTarget(self.world.clone())))
     }
     async fn strategy(&self, _p: serde_json::Value) -> anyhow::Result<Arc<dyn Strategy>> {

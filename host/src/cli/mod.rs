@@ -10,12 +10,24 @@
 //! | 3 | invalid deployment file (every problem is printed) |
 //! | 4 | no such deployment |
 //! | 64 | bad command line |
-//! | 130 | interrupted by Ctrl-C (the journal is kept: `dax resume ID` continues) |
+//! | 130 | interrupted by Ctrl-C or SIGTERM: the deployment is left resumable (see below) |
+//! | 141 | stdout was closed before `dax` finished writing (`dax history \| head -1`): output stops quietly, as for a program stopped by SIGPIPE; the command's work (a deployment) still ran to its end |
 //!
 //! `--output json` prints one JSON document on stdout instead of text (secrets redacted).
+//!
+//! **Ctrl-C and SIGTERM** stop `dax` at once and leave the deployment *resumable*, the same
+//! state a crash or SIGKILL leaves: the journal is kept, the local target's processes keep
+//! running (each in its own process group, so the terminal's Ctrl-C does not reach them),
+//! and `dax resume ID` adopts them and continues; `dax abort ID` then `dax resume ID` rolls
+//! back instead. We chose this over rolling back on Ctrl-C because one path (resume) then
+//! covers every way a host can stop, a rollback may itself take long or need the operator,
+//! and rolling back stays one explicit command away.
 
 pub mod gate;
+pub mod output;
 pub mod plugin;
+
+use output::{errln, outln};
 
 use crate::config::{self, secrets, Problem};
 use crate::contract::FinalStatus;
@@ -33,6 +45,7 @@ pub const EXIT_INVALID: i32 = 3;
 pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_INTERRUPTED: i32 = 130;
+pub const EXIT_STDOUT_CLOSED: i32 = 141;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,17 +138,22 @@ pub async fn main() -> i32 {
         }
     };
     let json = cli.output == Output::Json;
-    match run(cli).await {
+    let code = match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             let msg = secrets::redact(&format!("{e:#}")).into_owned();
             if json {
                 print_json(&serde_json::json!({ "error": msg }));
             } else {
-                eprintln!("error: {msg}");
+                errln!("error: {msg}");
             }
             EXIT_FAILED
         }
+    };
+    if output::stdout_closed() {
+        EXIT_STDOUT_CLOSED
+    } else {
+        code
     }
 }
 
@@ -166,7 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     &serde_json::json!({ "file": file, "valid": problems.is_empty(), "problems": problems }),
                 );
             } else if problems.is_empty() {
-                println!("{}: OK", file.display());
+                outln!("{}: OK", file.display());
             } else {
                 print_problems(&problems);
             }
@@ -183,20 +201,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     if json {
                         print_json(&serde_json::to_value(&plan)?);
                     } else {
-                        println!(
+                        outln!(
                             "plan for {} {} with `{}`:",
                             cfg.config.deployment.app,
                             cfg.config.deployment.version,
                             cfg.config.strategy.plugin
                         );
                         for (i, s) in plan.steps.iter().enumerate() {
-                            println!("  {:>2}. {s}", i + 1);
+                            outln!("  {:>2}. {s}", i + 1);
                         }
-                        println!(
+                        outln!(
                             "best case (every check passes): {}",
                             crate::engine::summary::fmt_ms(plan.best_case_ms)
                         );
-                        println!(
+                        outln!(
                             "worst case (checks fail from the first analysis) until rollback: {}",
                             crate::engine::summary::fmt_ms(plan.worst_case_rollback_ms)
                         );
@@ -249,10 +267,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     if json {
                         print_json(&serde_json::to_value(&active)?);
                     } else if active.is_empty() {
-                        println!("no deployment in progress (see `dax history`)");
+                        outln!("no deployment in progress (see `dax history`)");
                     } else {
                         for s in &active {
-                            println!(
+                            outln!(
                                 "{}  {} {}  {}  {}",
                                 s.id,
                                 s.app,
@@ -284,9 +302,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         secrets::redact_json(&mut v);
                         print_json(&v);
                     } else {
-                        println!("{}", s.render());
+                        outln!("{}", s.render());
                         if !s.is_finished() {
-                            println!("[{}] {}", s.status, s.progress_line());
+                            outln!("[{}] {}", s.status, s.progress_line());
                         }
                     }
                     Ok(0)
@@ -309,14 +327,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .collect();
                 print_json(&serde_json::Value::Array(rows));
             } else if shown.is_empty() {
-                println!("no deployments in {}", state.root.display());
+                outln!("no deployments in {}", state.root.display());
             } else {
-                println!(
+                outln!(
                     "{:<36} {:<12} {:<8} {:<12} {:>8}  reason",
-                    "id", "app", "version", "status", "time"
+                    "id",
+                    "app",
+                    "version",
+                    "status",
+                    "time"
                 );
                 for s in shown {
-                    println!(
+                    outln!(
                         "{:<36} {:<12} {:<8} {:<12} {:>8}  {}",
                         s.id,
                         s.app,
@@ -356,7 +378,7 @@ fn control(
         if json {
             print_json(&serde_json::json!({ "id": id, "accepted": false, "message": msg }));
         } else {
-            eprintln!("{msg}");
+            errln!("{msg}");
         }
         return Ok(EXIT_FAILED);
     }
@@ -376,7 +398,7 @@ fn control(
             &serde_json::json!({ "id": id, "accepted": true, "action": verb, "status": s.status }),
         );
     } else {
-        println!("{verb} requested for {id} ({}){note}", s.status);
+        outln!("{verb} requested for {id} ({}){note}", s.status);
     }
     Ok(0)
 }
@@ -389,7 +411,7 @@ fn not_found(state: &StateDir, id: &str, json: bool) -> i32 {
     if json {
         print_json(&serde_json::json!({ "error": msg }));
     } else {
-        eprintln!("error: {msg}");
+        errln!("error: {msg}");
     }
     EXIT_NOT_FOUND
 }
@@ -405,43 +427,80 @@ fn invalid(problems: &[Problem], json: bool) -> i32 {
 
 fn print_problems(problems: &[Problem]) {
     for p in problems {
-        eprintln!("{}", secrets::redact(&p.to_string()));
+        errln!("{}", secrets::redact(&p.to_string()));
     }
-    eprintln!("{} problem(s) found", problems.len());
+    errln!("{} problem(s) found", problems.len());
 }
 
 fn print_json(v: &serde_json::Value) {
     let mut v = v.clone();
     secrets::redact_json(&mut v);
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
 enum Ended {
     Done(Box<Result<Report, DeployError>>),
-    Interrupted,
+    /// Stopped by a signal (named); what keeps running for `dax resume`.
+    Interrupted(&'static str, Vec<String>),
 }
 
-/// Run a deployment; on Ctrl-C stop the local target's processes and leave the journal
-/// for `dax resume`.
+/// Run a deployment until it ends or Ctrl-C / SIGTERM arrives. On a signal the deployment is
+/// left resumable: the local target's processes are detached (they keep running and `dax
+/// resume` adopts them) before the engine's future is dropped, and the journal stays as is.
 async fn with_ctrl_c(fut: impl std::future::Future<Output = Result<Report, DeployError>>) -> Ended {
-    tokio::select! {
-        r = fut => Ended::Done(Box::new(r)),
-        _ = tokio::signal::ctrl_c() => {
-            crate::local::shutdown_all_local_targets();
-            Ended::Interrupted
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::pin!(fut);
+    let mut term = signal(SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
         }
-    }
+    };
+    let signal_name = tokio::select! {
+        r = &mut fut => return Ended::Done(Box::new(r)),
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = sigterm => "SIGTERM",
+    };
+    // Still inside this function, so `fut` (and the target it owns) is not dropped yet.
+    Ended::Interrupted(signal_name, crate::local::detach_all_local_targets())
 }
 
 fn finish(ended: Ended, progress: &Progress, json: bool) -> anyhow::Result<i32> {
     progress.done();
     match ended {
-        Ended::Interrupted => {
+        Ended::Interrupted(signal, still_running) => {
             let id = progress.id();
+            let started = !progress
+                .id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
             if json {
-                print_json(&serde_json::json!({ "id": id, "status": "interrupted" }));
+                print_json(&serde_json::json!({
+                    "id": started.then_some(&id),
+                    "status": "interrupted",
+                    "signal": signal,
+                    "still_running": still_running,
+                }));
+            } else if !started {
+                errln!("interrupted by {signal} before the deployment started: nothing to resume");
             } else {
-                eprintln!("interrupted: continue with `dax resume {id}` (or roll back with `dax abort {id}` then resume)");
+                errln!(
+                    "interrupted by {signal}: deployment {id} is not finished and can be resumed"
+                );
+                if !still_running.is_empty() {
+                    errln!(
+                        "  still running, for `dax resume` to take over (the local proxy is down until then):"
+                    );
+                    for p in &still_running {
+                        errln!("    {p}");
+                    }
+                }
+                errln!("  continue:  dax resume {id}");
+                errln!("  roll back: dax abort {id} && dax resume {id}");
             }
             Ok(EXIT_INTERRUPTED)
         }
@@ -457,7 +516,7 @@ fn finish(ended: Ended, progress: &Progress, json: bool) -> anyhow::Result<i32> 
                         "summary": report.summary,
                     }));
                 } else {
-                    println!("{}", secrets::redact(&report.summary.render()));
+                    outln!("{}", secrets::redact(&report.summary.render()));
                 }
                 Ok(match report.status {
                     FinalStatus::Promoted => EXIT_PROMOTED,

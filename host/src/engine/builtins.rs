@@ -1,10 +1,9 @@
 //! Host-native builtins: `builtin:local` (the local target) and `builtin:local-metrics`.
 //! Every other `builtin:NAME` is a Wasm plugin embedded in the binary (see `plugin`).
 
-use super::resolve::ResolvedPlugin;
+use super::resolve::{ResolvedPlugin, TargetContext};
 use crate::contract::{CallResult, ConfigProblem, MetricProvider, PluginInfo, Target};
 use crate::local::{LocalMetrics, LocalTarget};
-use std::path::Path;
 use std::sync::Arc;
 
 pub fn native_builtins() -> Vec<(&'static str, Arc<dyn ResolvedPlugin>)> {
@@ -34,9 +33,12 @@ impl ResolvedPlugin for LocalTargetPlugin {
     async fn target(
         &self,
         config: serde_json::Value,
-        base_dir: &Path,
+        ctx: TargetContext<'_>,
     ) -> anyhow::Result<Arc<dyn Target>> {
-        Ok(Arc::new(LocalTarget::new(config, base_dir).await?))
+        // Its state lives with the deployment, so `dax resume ID` adopts its processes.
+        Ok(Arc::new(
+            LocalTarget::for_deployment(config, ctx.base_dir, ctx.deployment_dir).await?,
+        ))
     }
 }
 

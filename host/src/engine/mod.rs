@@ -254,6 +254,12 @@ impl Engine {
         if let Some(report) = replay::finished_report(id, &records) {
             return Ok(report);
         }
+        if let Some(pid) = Summary::fold(id, &records).live_host() {
+            return Err(anyhow!(
+                "deployment `{id}` is still run by process {pid}; stop that process first (or use `dax abort {id}` to roll it back from there)"
+            )
+            .into());
+        }
         let Some(Event::Created {
             file,
             base_dir,

@@ -13,6 +13,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+/// What a target instance is created for.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetContext<'a> {
+    /// The deployment file's folder: relative paths in the target's config resolve here.
+    pub base_dir: &'a Path,
+    /// The deployment's own state folder (`STATE_DIR/deployments/ID`): a target keeps there
+    /// what it needs to take over again after `dax resume` (the `local` target does).
+    pub deployment_dir: &'a Path,
+}
+
 /// A resolved, verified plugin, ready to instantiate with a config.
 #[async_trait::async_trait]
 pub trait ResolvedPlugin: Send + Sync {
@@ -25,7 +35,7 @@ pub trait ResolvedPlugin: Send + Sync {
     async fn target(
         &self,
         _config: serde_json::Value,
-        _base_dir: &Path,
+        _ctx: TargetContext<'_>,
     ) -> anyhow::Result<Arc<dyn Target>> {
         anyhow::bail!("plugin `{}` is not a target", self.info().name)
     }
@@ -118,7 +128,7 @@ impl ResolvedPlugin for WasmPlugin {
     async fn target(
         &self,
         config: serde_json::Value,
-        _base_dir: &Path,
+        _ctx: TargetContext<'_>,
     ) -> anyhow::Result<Arc<dyn Target>> {
         self.0.target(config).await
     }

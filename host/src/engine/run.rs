@@ -174,9 +174,14 @@ impl Run {
             self.scanners.push((name, s));
         }
         // The target last: a native target may start listeners or adopt processes.
+        let deployment_dir = self.engine.state.deployment_dir(&self.id);
+        let ctx = resolve::TargetContext {
+            base_dir: &self.cfg.base_dir,
+            deployment_dir: &deployment_dir,
+        };
         self.target = Some(
             get(&c.target.plugin)?
-                .target(c.plugin_config(&c.target.plugin), &self.cfg.base_dir)
+                .target(c.plugin_config(&c.target.plugin), ctx)
                 .await
                 .with_context(|| format!("cannot start target plugin `{}`", c.target.plugin))?,
         );

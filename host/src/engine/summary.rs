@@ -175,6 +175,13 @@ impl Summary {
         }
     }
 
+    /// The process that last ran the deployment, if it is another one and still alive: a
+    /// second host must not take over its processes and traffic.
+    pub fn live_host(&self) -> Option<u32> {
+        (self.host_pid != 0 && self.host_pid != std::process::id() && process_alive(self.host_pid))
+            .then_some(self.host_pid)
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "promoted" | "rolled-back" | "failed")
     }

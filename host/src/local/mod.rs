@@ -6,8 +6,17 @@
 //! - [`proxy`]: the reverse proxy (weights, header/cookie matches, mirroring) and `/metrics`;
 //! - [`stats`]: the in-process per-version statistics both the exposition and
 //!   [`LocalMetrics`] (`builtin:local-metrics`) read;
-//! - [`process`]: child processes, their process groups, pidfile adoption, and
-//!   [`shutdown_all_local_targets`] for Ctrl-C.
+//! - [`process`]: child processes, their process groups and log files, adoption, and
+//!   [`detach_all_local_targets`] for Ctrl-C.
+//!
+//! **Resume.** The target keeps its state (which processes run for which slot and version,
+//! their ports, the traffic split with its matches and mirroring, the listen addresses) in
+//! its *home* folder: `state_dir` when configured, else the deployment's own state folder
+//! (`STATE_DIR/deployments/ID/local/`, see [`LocalTarget::for_deployment`]). A target
+//! created again for the same deployment (`dax resume`) adopts the processes that still run
+//! and are the recorded ones (same pid *and* start time), stops the rest, starts missing
+//! replicas, and serves the proxy on the same addresses with the same routes. The children's
+//! logs stay in the home folder.
 //!
 //! Stats are keyed by app name in one registry per host process: two targets running the
 //! same app name in one process would share numbers.
@@ -18,7 +27,7 @@ pub mod proxy;
 pub mod stats;
 
 pub use metrics::LocalMetrics;
-pub use process::shutdown_all_local_targets;
+pub use process::{detach_all_local_targets, shutdown_all_local_targets};
 
 use crate::contract::{
     CallError, CallResult, PluginError, PluginInfo, PluginRole, Slot, Target, TrafficSplit,
@@ -145,6 +154,8 @@ impl State {
 struct Persisted {
     app: Option<String>,
     split: TrafficSplit,
+    #[serde(default)]
+    proxy_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     stable: PersistedSlot,
     candidate: PersistedSlot,
@@ -166,10 +177,33 @@ pub struct Backend {
     pub port: u16,
 }
 
+/// Where a target keeps its state file and its children's logs.
+struct Home {
+    dir: PathBuf,
+    /// Kept for a later `dax resume` (state_dir or the deployment's folder); a temporary
+    /// home (a target made with [`LocalTarget::new`] and no `state_dir`) goes with the target.
+    kept: bool,
+}
+
+impl Home {
+    fn state_file(&self) -> Option<PathBuf> {
+        self.kept.then(|| self.dir.join(STATE_FILE))
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// The `local` target (`builtin:local`). See the module docs.
 pub struct LocalTarget {
     cfg: LocalConfig,
     base_dir: PathBuf,
+    home: Home,
     state_file: Option<PathBuf>,
     client: HttpClient,
     routes: SharedRoutes,
@@ -196,8 +230,6 @@ async fn bind(addr: &str, field: &str) -> anyhow::Result<TcpListener> {
 }
 
 impl LocalTarget {
-    /// Bind the proxy and metrics listeners and, when `state_dir` holds the state of an
-    /// unfinished deployment, adopt its processes that still run (restarting the missing ones).
     /// Check `[plugins.local.config]` without starting anything (`dax validate`): unknown
     /// keys, types, durations, addresses and the readiness path.
     pub fn check_config(config: &serde_json::Value) -> anyhow::Result<()> {
@@ -234,20 +266,51 @@ impl LocalTarget {
         Ok(cfg)
     }
 
+    /// A target that keeps state only when `state_dir` is configured (tests, tools).
     pub async fn new(config: serde_json::Value, base_dir: &Path) -> anyhow::Result<Self> {
-        let mut cfg = Self::parse_config(config)?;
-        if let Some(dir) = cfg.state_dir.as_mut() {
-            if dir.is_relative() {
-                *dir = base_dir.join(&*dir);
+        Self::create(config, base_dir, None).await
+    }
+
+    /// The target of one deployment: unless `state_dir` is configured, its state lives in
+    /// `deployment_dir/local/`, so `dax resume` of that deployment finds its processes.
+    pub async fn for_deployment(
+        config: serde_json::Value,
+        base_dir: &Path,
+        deployment_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::create(config, base_dir, Some(deployment_dir.join("local"))).await
+    }
+
+    /// Bind the proxy and metrics listeners and, when the home folder holds the state of an
+    /// unfinished deployment, adopt its processes that still run (restarting the missing
+    /// ones). On failure nothing the home folder recorded is left running.
+    async fn create(
+        config: serde_json::Value,
+        base_dir: &Path,
+        default_home: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let cfg = Self::parse_config(config)?;
+        let home = match cfg.state_dir.clone().or(default_home) {
+            Some(dir) => Home {
+                dir: std::path::absolute(base_dir.join(dir))?,
+                kept: true,
+            },
+            None => {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Home {
+                    dir: std::env::temp_dir().join(format!("dax-local-{}-{n}", std::process::id())),
+                    kept: false,
+                }
             }
-            std::fs::create_dir_all(&*dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "local target: cannot create `state_dir` {}: {e}",
-                    dir.display()
-                )
-            })?;
-        }
-        let state_file = cfg.state_dir.as_ref().map(|d| d.join(STATE_FILE));
+        };
+        std::fs::create_dir_all(&home.dir).map_err(|e| {
+            anyhow::anyhow!(
+                "local target: cannot create its state folder {} (`state_dir`): {e}",
+                home.dir.display()
+            )
+        })?;
+        let state_file = home.state_file();
         let persisted: Option<Persisted> = match &state_file {
             Some(f) if f.exists() => {
                 let text = std::fs::read_to_string(f)?;
@@ -264,16 +327,23 @@ impl LocalTarget {
             }
             _ => None,
         };
-
-        let proxy_listener = bind(&cfg.listen, "listen").await?;
-        // Keep a resumed deployment's metrics address so a scraper configured for it still works.
-        let metrics_listener = match persisted.as_ref().and_then(|p| p.metrics_addr) {
-            Some(prev) if cfg.metrics_listen.ends_with(":0") => match TcpListener::bind(prev).await
-            {
-                Ok(l) => l,
-                Err(_) => bind(&cfg.metrics_listen, "metrics_listen").await?,
-            },
-            _ => bind(&cfg.metrics_listen, "metrics_listen").await?,
+        let listeners = Self::bind_listeners(&cfg, persisted.as_ref()).await;
+        let (proxy_listener, metrics_listener) = match listeners {
+            Ok(l) => l,
+            Err(e) => {
+                // The deployment cannot go on with this target: stop what it recorded.
+                if let Some(p) = &persisted {
+                    for rec in p.stable.procs.iter().chain(&p.candidate.procs) {
+                        if let Some(proc) = process::adopt(rec.clone(), "leftover") {
+                            proc.stop(cfg.stop_timeout).await;
+                        }
+                    }
+                }
+                if home.kept {
+                    process::sweep(&home.dir, &[]);
+                }
+                return Err(e);
+            }
         };
         let proxy_addr = proxy_listener.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
@@ -290,6 +360,7 @@ impl LocalTarget {
         let target = LocalTarget {
             cfg,
             base_dir: base_dir.to_path_buf(),
+            home,
             state_file,
             client,
             routes,
@@ -298,10 +369,38 @@ impl LocalTarget {
             servers: std::sync::Mutex::new(servers),
             state: tokio::sync::Mutex::new(State::default()),
         };
-        if let Some(p) = persisted {
-            target.restore(p).await?;
+        if target.home.kept {
+            target.restore(persisted.unwrap_or_default()).await?;
         }
         Ok(target)
+    }
+
+    /// The proxy and metrics listeners; a resumed deployment gets its previous addresses back
+    /// when the config asks for any free port (`:0`), so clients and scrapers keep working.
+    async fn bind_listeners(
+        cfg: &LocalConfig,
+        persisted: Option<&Persisted>,
+    ) -> anyhow::Result<(TcpListener, TcpListener)> {
+        async fn rebind(
+            addr: &str,
+            field: &str,
+            prev: Option<SocketAddr>,
+        ) -> anyhow::Result<TcpListener> {
+            if let Some(prev) = prev.filter(|_| addr.ends_with(":0")) {
+                if let Ok(l) = TcpListener::bind(prev).await {
+                    return Ok(l);
+                }
+            }
+            bind(addr, field).await
+        }
+        let proxy = rebind(&cfg.listen, "listen", persisted.and_then(|p| p.proxy_addr)).await?;
+        let metrics = rebind(
+            &cfg.metrics_listen,
+            "metrics_listen",
+            persisted.and_then(|p| p.metrics_addr),
+        )
+        .await?;
+        Ok((proxy, metrics))
     }
 
     /// The proxy's address (where traffic for the app goes).
@@ -340,35 +439,54 @@ impl LocalTarget {
         }
     }
 
+    /// Take over what a previous host recorded in the home folder: adopt the recorded
+    /// processes that still run and answer readiness, stop the others and any marked process
+    /// it never recorded, start missing replicas, and route as before.
     async fn restore(&self, p: Persisted) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
         st.app = p.app.clone();
         st.split = p.split.clone();
         let app = p.app.clone().unwrap_or_default();
+        let mut slots = Vec::new();
         for (slot, ps) in [(Slot::Stable, p.stable), (Slot::Candidate, p.candidate)] {
             let mut procs = Vec::new();
             for rec in ps.procs {
-                // Adopt only processes of the recorded version that still answer readiness.
-                match process::adopt(rec.clone()) {
+                let label = format!("{app} {slot} {}", rec.version);
+                match process::adopt(rec, &label) {
                     Some(proc) if self.probe_ready(&proc).await => procs.push(proc),
                     Some(proc) => proc.stop(self.cfg.stop_timeout).await,
-                    None => process::kill_leftover(&rec),
+                    None => {}
                 }
             }
+            slots.push((slot, ps.launch, ps.desired, procs));
+        }
+        let adopted: Vec<i32> = slots
+            .iter()
+            .flat_map(|(_, _, _, procs)| procs.iter().map(|p| p.pid()))
+            .collect();
+        let swept = process::sweep(&self.home.dir, &adopted);
+        if swept > 0 {
+            tracing::info!(
+                "local target: stopped {swept} process(es) a previous host left unrecorded"
+            );
+        }
+        for (slot, launch, desired, mut procs) in slots {
             let adopted = procs.len();
-            if let Some(launch) = &ps.launch {
-                let missing = (ps.desired as usize).saturating_sub(procs.len());
+            if let Some(launch) = &launch {
+                let missing = (desired as usize).saturating_sub(procs.len());
                 if missing > 0 {
                     procs.extend(self.start(launch, missing as u32, &app, slot).await?);
                 }
             }
-            tracing::info!(
-                "local target: resumed {app} {slot}: adopted {adopted}, now {} process(es)",
-                procs.len()
-            );
+            if launch.is_some() {
+                tracing::info!(
+                    "local target: resumed {app} {slot}: adopted {adopted}, now {} process(es)",
+                    procs.len()
+                );
+            }
             let s = st.slot_mut(slot);
-            s.launch = ps.launch;
-            s.desired = ps.desired;
+            s.launch = launch;
+            s.desired = desired;
             s.procs = procs;
         }
         self.rebuild_routes(&st).map_err(anyhow::Error::msg)?;
@@ -394,7 +512,12 @@ impl LocalTarget {
         let label = format!("{app} {slot} {}", launch.version);
         let mut procs = Vec::new();
         for _ in 0..n {
-            procs.push(process::spawn(launch, &self.base_dir, &label)?);
+            procs.push(process::spawn(
+                launch,
+                &self.base_dir,
+                &self.home.dir,
+                &label,
+            )?);
         }
         let waits = procs.iter().map(|p| {
             process::wait_ready(
@@ -450,6 +573,7 @@ impl LocalTarget {
         let p = Persisted {
             app: st.app.clone(),
             split: st.split.clone(),
+            proxy_addr: Some(self.proxy_addr),
             metrics_addr: Some(self.metrics_addr),
             stable: slot(&st.stable),
             candidate: slot(&st.candidate),
@@ -695,6 +819,11 @@ impl Target for LocalTarget {
 
     async fn rollback(&self, app: &str) -> CallResult<()> {
         let mut st = self.state.lock().await;
+        if st.app.is_none() && !st.finalized {
+            // Nothing was deployed (e.g. the host stopped before the first deploy): nothing
+            // to roll back, which a retried rollback must be able to see.
+            return Ok(());
+        }
         self.check(&st, app)?;
         let candidate = std::mem::take(&mut st.candidate);
         st.split = TrafficSplit::default();
