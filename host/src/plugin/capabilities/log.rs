@@ -152,13 +152,13 @@ impl PluginOutput {
         let Some(text) = self.admit(message) else {
             return;
         };
-        let plugin = &*self.plugin;
+        let plugin = &self.plugin;
         match lvl {
-            Level::Trace => tracing::trace!(plugin, "{text}"),
-            Level::Debug => tracing::debug!(plugin, "{text}"),
-            Level::Info => tracing::info!(plugin, "{text}"),
-            Level::Warn => tracing::warn!(plugin, "{text}"),
-            Level::Error => tracing::error!(plugin, "{text}"),
+            Level::Trace => tracing::trace!(plugin = %plugin, "{text}"),
+            Level::Debug => tracing::debug!(plugin = %plugin, "{text}"),
+            Level::Info => tracing::info!(plugin = %plugin, "{text}"),
+            Level::Warn => tracing::warn!(plugin = %plugin, "{text}"),
+            Level::Error => tracing::error!(plugin = %plugin, "{text}"),
         }
     }
 
