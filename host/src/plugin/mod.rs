@@ -353,18 +353,17 @@ impl PluginHost {
                 format!("set `limits.memory_mib` of [plugins.{name}] to at most {most}"),
             ));
         }
-        if limits.memory_mib == 0 || limits.max_output_kib == 0 || limits.call_timeout.is_zero() {
+        let zero = [
+            ("memory_mib", limits.memory_mib == 0),
+            ("max_output_kib", limits.max_output_kib == 0),
+            ("call_timeout", limits.call_timeout.is_zero()),
+            ("wall_timeout", limits.wall_timeout.is_some_and(|w| w.is_zero())),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(LoadError::new(
-                "limits",
-                format!("plugin `{name}`: limits.memory_mib, limits.max_output_kib and limits.call_timeout must be above zero"),
-                format!("raise the zero limit in [plugins.{name}.limits] or remove it for the default"),
-            ));
-        }
-        if limits.wall_timeout.is_some_and(|w| w.is_zero()) {
-            return Err(LoadError::new(
-                "limits.wall_timeout",
-                format!("plugin `{name}`: limits.wall_timeout must be above zero"),
-                format!("raise `limits.wall_timeout` of [plugins.{name}] or remove it (default: twice call_timeout)"),
+                format!("limits.{key}"),
+                format!("plugin `{name}`: limits.{key} must be above zero"),
+                format!("raise `limits.{key}` of [plugins.{name}] or remove it for the default"),
             ));
         }
         Ok(())
