@@ -526,6 +526,130 @@ async fn memory_limits_the_host_cannot_give_are_refused_at_load() {
     );
 }
 
+/// A metric provider with eight linear memories whose `run-query` grows seven of them by
+/// 16 MiB each: every memory is under 64 MiB, the instance is not.
+const MULTI_MEMORY_CORE: &str = r#"(module
+  (memory (export "memory") 1)
+  (memory $m1 0) (memory $m2 0) (memory $m3 0) (memory $m4 0)
+  (memory $m5 0) (memory $m6 0) (memory $m7 0)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 300) "multi-memory")
+  (data (i32.const 320) "0.1.0")
+  (data (i32.const 330) "Grows every memory")
+  (data (i32.const 350) "{}")
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (global.set $heap (i32.add (local.get $ptr) (local.get 3)))
+    (local.get $ptr))
+  (func (export "dax:plugin/plugin@0.1.0#describe") (result i32)
+    (i32.store (i32.const 0) (i32.const 300)) (i32.store (i32.const 4) (i32.const 12))
+    (i32.store (i32.const 8) (i32.const 320)) (i32.store (i32.const 12) (i32.const 5))
+    (i32.store8 (i32.const 16) (i32.const 2))
+    (i32.store (i32.const 20) (i32.const 330)) (i32.store (i32.const 24) (i32.const 18))
+    (i32.store (i32.const 28) (i32.const 350)) (i32.store (i32.const 32) (i32.const 2))
+    (i32.const 0))
+  (func (export "dax:plugin/plugin@0.1.0#validate-config") (param i32 i32) (result i32)
+    (i32.store (i32.const 200) (i32.const 0)) (i32.store (i32.const 204) (i32.const 0))
+    (i32.const 200))
+  (func (export "dax:plugin/metric-provider@0.1.0#run-query")
+    (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)
+    (drop (memory.grow $m1 (i32.const 256))) (drop (memory.grow $m2 (i32.const 256)))
+    (drop (memory.grow $m3 (i32.const 256))) (drop (memory.grow $m4 (i32.const 256)))
+    (drop (memory.grow $m5 (i32.const 256))) (drop (memory.grow $m6 (i32.const 256)))
+    (drop (memory.grow $m7 (i32.const 256)))
+    ;; ok(value(1.0))
+    (i32.store8 (i32.const 400) (i32.const 0))
+    (i32.store8 (i32.const 408) (i32.const 0))
+    (f64.store (i32.const 416) (f64.const 1))
+    (i32.const 400))
+)"#;
+
+fn multi_memory_component() -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(dax_tests::repo_root().join("wit"))
+        .unwrap();
+    let world = resolve
+        .select_world(&[package], Some("metric-provider-plugin"))
+        .unwrap();
+    let mut core = wat::parse_str(MULTI_MEMORY_CORE).unwrap();
+    wit_component::embed_component_metadata(
+        &mut core,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn memory_mib_holds_for_all_memories_of_an_instance() {
+    // The pooling allocator refuses a core module with several memories outright (one per
+    // module; several modules of a component share the instance limit below), so this runs
+    // on the on-demand allocator, the host's fallback when pooling is unavailable.
+    let cache = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(dax::plugin::HostOptions {
+        cache_dir: cache.path().to_path_buf(),
+        pooling: false,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("multi-memory.wasm");
+    std::fs::write(&path, multi_memory_component()).unwrap();
+    let many = host
+        .load("many-memories", &spec(&path), dir.path())
+        .await
+        .unwrap()
+        .metric_provider(serde_json::json!({}))
+        .await
+        .unwrap();
+    let good = healthy(&host).await;
+    let reason = fault(many.run_query(&query("grow")).await, "many-memories");
+    assert!(
+        reason.starts_with("memory limit exceeded: plugin instance memory (all 5 memories and its tables together) would reach")
+            && reason.contains("above limits.memory_mib = 64 (raise `limits.memory_mib` of [plugins.many-memories]"),
+        "{reason}"
+    );
+    // With room for all of them (7 x 16 MiB), the same call succeeds.
+    let mut roomy = spec(&path);
+    roomy.limits.memory_mib = 128;
+    let roomy = host
+        .load("roomy", &roomy, dir.path())
+        .await
+        .unwrap()
+        .metric_provider(serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        roomy.run_query(&query("grow")).await.unwrap(),
+        MetricAnswer::Value(1.0)
+    );
+    assert_eq!(
+        good.run_query(&query("value:4")).await.unwrap(),
+        MetricAnswer::Value(4.0)
+    );
+    // With the pooling allocator the module is refused at load time.
+    let (pooled, _cache) = fresh_host();
+    if pooled.pooling() {
+        let err = pooled
+            .load("many-memories", &spec(&path), dir.path())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains("defined memories count of 8 exceeds"),
+            "{err:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- writable directories
 
 #[tokio::test]
