@@ -4,7 +4,7 @@
 //! plugin and a healthy plugin keep working.
 
 use dax::contract::{CallError, MetricAnswer, MetricQuery, Observation, Outcome, QueryKind};
-use dax::plugin::{DirGrant, LoadError, Limits, PluginHost, PluginSpec};
+use dax::plugin::{DirGrant, Limits, LoadError, PluginHost, PluginSpec};
 use dax_tests::{fresh_host, plugin_path, spec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -227,7 +227,10 @@ async fn a_sleeping_strategy_next_is_stopped() {
     let (host, _cache) = fresh_host();
     let mut s = spec(&plugin_path("hostile-strategy"));
     s.limits.wall_timeout = Some(Duration::from_millis(500));
-    let plugin = host.load("sleepy-strategy", &s, Path::new(".")).await.unwrap();
+    let plugin = host
+        .load("sleepy-strategy", &s, Path::new("."))
+        .await
+        .unwrap();
     let strategy = plugin
         .strategy(serde_json::json!({"attack": "sleep"}))
         .await
@@ -386,7 +389,10 @@ async fn huge_errors_describe_problems_and_state_are_refused_or_cut() {
     // about 1.2 MB, would not: the state is measured by its bytes).
     let mut s = spec(&plugin_path("hostile-strategy"));
     s.limits = roomy;
-    let strategies = host.load("bloated-state", &s, Path::new(".")).await.unwrap();
+    let strategies = host
+        .load("bloated-state", &s, Path::new("."))
+        .await
+        .unwrap();
     let huge = strategies
         .strategy(serde_json::json!({"attack": format!("state:{}", 100 * MIB)}))
         .await
@@ -676,10 +682,16 @@ async fn writable_directories_have_a_quota_and_no_escaping_symlinks() {
         MetricAnswer::Value(1000.0)
     );
     // Past the quota: refused after the call, naming the grant and its key.
-    let reason = fault(bad.run_query(&query("fill:/out/big:3000000")).await, "writer");
+    let reason = fault(
+        bad.run_query(&query("fill:/out/big:3000000")).await,
+        "writer",
+    );
     assert!(
-        reason.starts_with("wrote past the quota of its writable directory `/out` (grants.dirs[0]): it holds ")
-            && reason.contains("the quota is 1024 KiB (raise `grants.dirs[0].quota_mib` of [plugins.writer]"),
+        reason.starts_with(
+            "wrote past the quota of its writable directory `/out` (grants.dirs[0]): it holds "
+        ) && reason.contains(
+            "the quota is 1024 KiB (raise `grants.dirs[0].quota_mib` of [plugins.writer]"
+        ),
         "{reason}"
     );
     std::fs::remove_file(out.path().join("big")).unwrap();
@@ -699,20 +711,29 @@ async fn writable_directories_have_a_quota_and_no_escaping_symlinks() {
     std::fs::remove_file(out.path().join("huge")).unwrap();
 
     // Symlinks: absolute targets and `..` are refused and never created; inside is fine.
-    for (target, link) in [("/etc/passwd", "abs"), ("../../etc/passwd", "up"), ("a/../../x", "mid")] {
+    for (target, link) in [
+        ("/etc/passwd", "abs"),
+        ("../../etc/passwd", "up"),
+        ("a/../../x", "mid"),
+    ] {
         let err = bad
             .run_query(&query(&format!("symlink:{target}>{link}")))
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains(&format!("symlink {link} -> {target}")), "{err}");
+        assert!(
+            err.contains(&format!("symlink {link} -> {target}")),
+            "{err}"
+        );
         assert!(
             out.path().join(link).symlink_metadata().is_err(),
             "{link} -> {target} was created"
         );
     }
     assert_eq!(
-        bad.run_query(&query("symlink:data.txt>inside")).await.unwrap(),
+        bad.run_query(&query("symlink:data.txt>inside"))
+            .await
+            .unwrap(),
         MetricAnswer::Value(5.0)
     );
     assert_eq!(
@@ -748,7 +769,11 @@ async fn load_errors_name_the_field_to_fix() {
 
     let mut pinned = spec(&plugin_path("hello-metrics"));
     pinned.sha256 = Some("0".repeat(64));
-    let err = host.load("pinned", &pinned, here.path()).await.err().unwrap();
+    let err = host
+        .load("pinned", &pinned, here.path())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.field, "sha256");
 
     let err = host

@@ -25,8 +25,7 @@ pub use cache::CompileSource;
 pub use spec::{DirGrant, Grants, HttpAuth, Limits, PluginSpec};
 
 use crate::contract::{
-    CallError, CallResult, MetricProvider, PluginInfo, PluginRole, Scanner,
-    Strategy, Target,
+    CallError, CallResult, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
 };
 use anyhow::Context as _;
 use sandbox::{PluginState, Sandbox};
@@ -69,7 +68,11 @@ pub struct LoadError {
 }
 
 impl LoadError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
         LoadError {
             field: field.into(),
             message: message.into(),
@@ -276,7 +279,8 @@ impl PluginHost {
             .await
             .map_err(LoadError::from)?
             .clone();
-        let world = detect_world(name, origin, &component, &self.engine).map_err(LoadError::source)?;
+        let world =
+            detect_world(name, origin, &component, &self.engine).map_err(LoadError::source)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             LoadError::source(format!(
                 "plugin `{name}`: {origin} needs an import this host does not provide ({e:#}); \
@@ -357,7 +361,10 @@ impl PluginHost {
             ("memory_mib", limits.memory_mib == 0),
             ("max_output_kib", limits.max_output_kib == 0),
             ("call_timeout", limits.call_timeout.is_zero()),
-            ("wall_timeout", limits.wall_timeout.is_some_and(|w| w.is_zero())),
+            (
+                "wall_timeout",
+                limits.wall_timeout.is_some_and(|w| w.is_zero()),
+            ),
         ];
         if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(LoadError::new(
@@ -624,7 +631,9 @@ impl LoadedPlugin {
             let state = ctx.data_mut();
             state.cpu_ticks += 1;
             if state.cpu_ticks > state.cpu_tick_budget {
-                return Err(wasmtime::Error::new(DeadlineExceeded::Cpu(state.call_timeout)));
+                return Err(wasmtime::Error::new(DeadlineExceeded::Cpu(
+                    state.call_timeout,
+                )));
             }
             Ok(UpdateDeadline::Yield(1))
         });

@@ -382,9 +382,12 @@ fn tree_size(root: &Path, stop_after: u64) -> u64 {
 pub fn symlink_target_allowed(target: &str) -> bool {
     let path = Path::new(target);
     !path.has_root()
-        && path
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 // ---------------------------------------------------------------- outbound HTTP

@@ -99,10 +99,7 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Wall-clock time per call, whatever the plugin waits on (sleeps, clocks, HTTP).
     /// Default: twice `call_timeout`.
-    #[serde(
-        with = "duration_str::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "duration_str::option", skip_serializing_if = "Option::is_none")]
     pub wall_timeout: Option<Duration>,
     /// Memory cap in MiB for one plugin instance: all its linear memories and tables together.
     pub memory_mib: u64,
@@ -162,7 +159,9 @@ pub mod duration_str {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             let text = String::deserialize(d)?;
-            super::parse(&text).map(Some).map_err(serde::de::Error::custom)
+            super::parse(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom)
         }
     }
 

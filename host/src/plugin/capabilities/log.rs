@@ -106,7 +106,13 @@ impl PluginOutput {
         if self.stderr_tail.is_empty() {
             return None;
         }
-        Some(self.stderr_tail.iter().cloned().collect::<Vec<_>>().join(" | "))
+        Some(
+            self.stderr_tail
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | "),
+        )
     }
 
     /// Bytes written to stdout/stderr, split into lines.
@@ -181,7 +187,10 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let kept = truncate(text, max);
-    Cow::Owned(format!("{kept}… [{} more bytes cut]", text.len() - kept.len()))
+    Cow::Owned(format!(
+        "{kept}… [{} more bytes cut]",
+        text.len() - kept.len()
+    ))
 }
 
 /// Cut `text` to at most `max` bytes on a character boundary.
