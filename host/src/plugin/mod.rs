@@ -816,7 +816,17 @@ impl LoadedPlugin {
         if size > self.max_output_bytes() {
             return Err(self.too_big("a describe() answer", size));
         }
-        Ok(info)
+        // Shown by `dax plugin list` and in messages: one line each, no terminal controls.
+        let line = |text: String| match capabilities::log::escape(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        };
+        Ok(PluginInfo {
+            name: line(info.name),
+            version: line(info.version),
+            description: line(info.description),
+            ..info
+        })
     }
 }
 
