@@ -530,6 +530,14 @@ async fn memory_limits_the_host_cannot_give_are_refused_at_load() {
         err.help,
         format!("set `limits.memory_mib` of [plugins.greedy] to at most {most}")
     );
+    assert_eq!(
+        healthy(&host)
+            .await
+            .run_query(&query("value:5"))
+            .await
+            .unwrap(),
+        MetricAnswer::Value(5.0)
+    );
 }
 
 /// A metric provider with eight linear memories whose `run-query` grows seven of them by
@@ -703,6 +711,10 @@ async fn writable_directories_have_a_quota_and_no_escaping_symlinks() {
     );
     assert!(reason.contains("grants.dirs[0].quota_mib"), "{reason}");
     let written = std::fs::metadata(out.path().join("huge")).unwrap().len();
+    eprintln!(
+        "runaway writer stopped after {written} bytes (quota 1 MiB) in {:?}",
+        started.elapsed()
+    );
     assert!(
         written < 2_000_000_000,
         "{written} bytes written in {:?}",
@@ -782,6 +794,14 @@ async fn load_errors_name_the_field_to_fix() {
         .err()
         .unwrap();
     assert_eq!(err.field, "source");
+    assert_eq!(
+        healthy(&host)
+            .await
+            .run_query(&query("value:6"))
+            .await
+            .unwrap(),
+        MetricAnswer::Value(6.0)
+    );
 }
 
 fn dax_bin() -> PathBuf {
