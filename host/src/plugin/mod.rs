@@ -391,8 +391,9 @@ fn engine_config(pooling: bool) -> Config {
             .max_memories_per_component(8)
             .max_tables_per_component(8)
             .max_core_instances_per_component(50)
-            // Per-plugin memory limits are enforced by the store limiter; this is the ceiling.
-            .max_memory_size(1 << 30);
+            // Per-plugin memory limits are enforced by the store limiter; this is the
+            // ceiling one memory can reach (`check_limits` refuses a larger memory_mib).
+            .max_memory_size((POOLED_MEMORY_MIB as usize) << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -672,12 +673,12 @@ impl LoadedPlugin {
         let sandbox = &self.inner.sandbox;
         let wall = sandbox.limits.wall_timeout();
         let started = tokio::time::Instant::now();
-        let wall_fault = || {
-            fault(format!(
+        let wall_reason = || {
+            format!(
                 "exceeded its wall-clock deadline of {} per call (limits.wall_timeout of [plugins.{}])",
                 spec::duration_str::format(wall),
                 self.inner.name
-            ))
+            )
         };
         let warm = self.inner.idle.lock().unwrap().pop();
         let mut warm = match warm {
@@ -685,7 +686,7 @@ impl LoadedPlugin {
             None => match tokio::time::timeout(wall, self.instantiate()).await {
                 Ok(Ok(w)) => w,
                 Ok(Err(e)) => return Err(fault(format!("could not instantiate: {e:#}"))),
-                Err(_) => return Err(wall_fault()),
+                Err(_) => return Err(fault(wall_reason())),
             },
         };
         warm.store.data_mut().begin_call();
@@ -739,8 +740,8 @@ impl LoadedPlugin {
                 Err(fault(describe_fault(&error, warm.store.data(), &denials)))
             }
             // The call was cut off inside the instance: `warm` is dropped here, never reused.
-            Outcome::WallClock => Err(wall_fault()),
-            Outcome::Quota(reason) => Err(fault(reason)),
+            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &denials))),
+            Outcome::Quota(reason) => Err(fault(with_denials(reason, &denials))),
         };
         output.lock().unwrap().end_call();
         result
@@ -920,7 +921,7 @@ impl std::fmt::Display for DeadlineExceeded {
 impl std::error::Error for DeadlineExceeded {}
 
 fn describe_fault(error: &wasmtime::Error, state: &PluginState, denials: &[String]) -> String {
-    let mut reason = if let Some(limit) = &state.limiter.exceeded {
+    let reason = if let Some(limit) = &state.limiter.exceeded {
         limit.clone()
     } else if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
         format!(
@@ -937,6 +938,12 @@ fn describe_fault(error: &wasmtime::Error, state: &PluginState, denials: &[Strin
     } else {
         capabilities::log::cut(&format!("{error:#}"), 4096).into_owned()
     };
+    with_denials(reason, denials)
+}
+
+/// A fault's reason followed by what the host refused during the call, which often
+/// explains it (a denied HTTP destination, an escaping symlink).
+fn with_denials(mut reason: String, denials: &[String]) -> String {
     if !denials.is_empty() {
         reason.push_str(&format!("; denied during the call: {}", denials.join("; ")));
     }

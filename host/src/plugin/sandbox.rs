@@ -1,6 +1,8 @@
 //! The sandbox one plugin instance runs in: WASI with nothing inherited, granted
-//! directories only, outbound HTTP only to granted destinations, a memory limiter and a
-//! CPU deadline per call. Everything here is built from the plugin's TOML entry.
+//! directories only (writable ones under a size quota), outbound HTTP only to granted
+//! destinations, a memory limiter for the whole instance and a CPU budget per call (the
+//! wall-clock deadline is enforced around the call, in `plugin::LoadedPlugin::call`).
+//! Everything here is built from the plugin's TOML entry.
 
 use super::capabilities::log::{PluginOutput, Stream};
 use super::spec::{Grants, HttpAuth, Limits};
