@@ -184,6 +184,58 @@ async fn a_sleeping_call_is_stopped_at_its_wall_clock_deadline() {
     );
 }
 
+/// A loopback HTTP server that sends headers and part of the body, then stalls forever.
+fn stalling_http_server() -> std::net::SocketAddr {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial body"
+            );
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_stalled_http_body_is_stopped_at_the_wall_clock_deadline() {
+    let (host, _cache) = fresh_host();
+    let server = stalling_http_server();
+    let (name, mut s) = adversary(
+        "stalled",
+        Limits {
+            wall_timeout: Some(Duration::from_secs(1)),
+            ..Limits::default()
+        },
+        vec![],
+    );
+    s.grants.http = vec![format!("http://{server}")];
+    let bad = provider(&host, &(name, s)).await;
+    let started = Instant::now();
+    let reason = fault(
+        bad.run_query(&query(&format!("http:http://{server}/slow")))
+            .await,
+        "stalled",
+    );
+    assert!(
+        reason.contains("exceeded its wall-clock deadline of 1s per call")
+            && reason.contains("limits.wall_timeout"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        bad.run_query(&query("ok")).await.unwrap(),
+        MetricAnswer::Value(1.0)
+    );
+}
+
 #[tokio::test]
 async fn describe_and_validate_config_are_bounded_in_time() {
     let (host, _cache) = fresh_host();
