@@ -32,6 +32,7 @@ fn trivy_spec(dir: &Path) -> PluginSpec {
         host: dir.to_path_buf(),
         guest: Some("/reports".into()),
         writable: false,
+        quota_mib: None,
     }];
     s
 }

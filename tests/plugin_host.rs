@@ -238,6 +238,7 @@ async fn adversarial_plugins_fail_clearly_while_a_good_plugin_keeps_working() {
     let mut adversary_spec = spec(&plugin_path("adversary"));
     adversary_spec.limits = Limits {
         call_timeout: Duration::from_millis(500),
+        wall_timeout: None,
         memory_mib: 32,
         max_output_kib: 64,
     };
@@ -245,6 +246,7 @@ async fn adversarial_plugins_fail_clearly_while_a_good_plugin_keeps_working() {
         host: data.path().to_path_buf(),
         guest: Some("/data".into()),
         writable: false,
+        quota_mib: None,
     }];
     adversary_spec.grants.http = vec![format!("http://{granted}")];
     let adversary = host

@@ -235,6 +235,7 @@ fn from_report(args: &GateArgs, report: &Path) -> anyhow::Result<(GatePolicy, Ve
                 host: dir.clone(),
                 guest: Some("/reports".into()),
                 writable: false,
+                quota_mib: None,
             }],
             ..Default::default()
         },

@@ -8,7 +8,7 @@ use crate::config::{LoadedConfig, Problem};
 use crate::contract::{
     CallResult, ConfigProblem, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
 };
-use crate::plugin::{LoadedPlugin, PluginHost, PluginSpec};
+use crate::plugin::{LoadError, LoadedPlugin, PluginHost, PluginSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -215,11 +215,19 @@ pub async fn validate(
             Ok(p) => {
                 plugins.insert(name, p);
             }
-            Err(e) => problems.push(cfg.problem(
-                &format!("plugins.{name}.source"),
-                format!("cannot load plugin `{name}`: {e:#}"),
-                "check `source` (builtin:NAME, a path relative to this file, or a URL) and `sha256`; `dax plugin list` shows the builtins",
-            )),
+            Err(e) => {
+                // The plugin host says which field of `[plugins.NAME]` is wrong; anything
+                // else (a native resolver) is about `source`.
+                let typed = match e.downcast_ref::<LoadError>() {
+                    Some(typed) => typed.clone(),
+                    None => LoadError::source(format!("{e:#}")),
+                };
+                problems.push(cfg.problem(
+                    &format!("plugins.{name}.{}", typed.field),
+                    format!("cannot load plugin `{name}`: {}", typed.message),
+                    typed.help,
+                ))
+            }
         }
     }
     for (name, role, field) in required_roles(cfg) {
@@ -269,7 +277,7 @@ pub async fn validate(
             Err(e) => problems.push(cfg.problem(
                 &field,
                 format!("plugin `{name}` could not check its config: {e}"),
-                "this is a plugin fault; try another version of the plugin",
+                crate::plugin::fault_help(&e),
             )),
         }
     }

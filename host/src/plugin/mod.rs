@@ -8,7 +8,8 @@
 //! LoadedPlugin::{target, strategy, scanner, metric_provider}(config)  → Arc<dyn Trait>
 //!        │   each returned object owns one sandboxed instance (its own Store)
 //!        ▼
-//! calls run with a CPU deadline (epochs), a memory limit and an output-size cap
+//! calls run with a CPU deadline (epochs), a wall-clock deadline, a memory limit per
+//! instance, an output-size cap and, for writable directories, a disk quota
 //! ```
 
 pub mod bindings;
@@ -24,8 +25,7 @@ pub use cache::CompileSource;
 pub use spec::{DirGrant, Grants, HttpAuth, Limits, PluginSpec};
 
 use crate::contract::{
-    CallError, CallResult, ConfigProblem, MetricProvider, PluginInfo, PluginRole, Scanner,
-    Strategy, Target,
+    CallError, CallResult, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
 };
 use anyhow::Context as _;
 use sandbox::{PluginState, Sandbox};
@@ -47,7 +47,65 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 const CONTRACT_PACKAGE: &str = "dax:plugin";
 
 /// How often the epoch advances: the granularity of CPU deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The largest memory one instance can get from the pooling allocator (its per-memory
+/// slot), and without pooling (a 32-bit address space).
+const POOLED_MEMORY_MIB: u64 = 1024;
+const ON_DEMAND_MEMORY_MIB: u64 = 4096;
+/// Longest plugin name or version `describe` may return.
+const MAX_IDENTITY_BYTES: usize = 256;
+/// Most problems one `validate-config` call may report.
+const MAX_CONFIG_PROBLEMS: usize = 1_000;
+
+/// Why a plugin could not be loaded, with the field of its `[plugins.NAME]` table to fix
+/// (`source`, `sha256`, `limits.memory_mib`, `grants.dirs[1].host`, ...) and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// Path under `[plugins.NAME]`, e.g. `grants.dirs[1].host`.
+    pub field: String,
+    pub message: String,
+    pub help: String,
+}
+
+impl LoadError {
+    pub fn new(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
+        LoadError {
+            field: field.into(),
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+
+    /// A problem with the plugin's code: where it comes from, what it is, what it exports.
+    pub fn source(error: impl std::fmt::Display) -> Self {
+        LoadError::new(
+            "source",
+            error.to_string(),
+            "check `source` (builtin:NAME, a path relative to this file, or a URL) and `sha256`; `dax plugin list` shows the builtins",
+        )
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<anyhow::Error> for LoadError {
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast::<LoadError>() {
+            Ok(typed) => typed,
+            Err(e) => LoadError::source(format!("{e:#}")),
+        }
+    }
+}
 /// Idle warm instances kept per loaded plugin.
 const MAX_IDLE_INSTANCES: usize = 8;
 
@@ -113,6 +171,7 @@ impl PluginHost {
         // WASI p2 (clocks, random, stdio, filesystem through granted preopens; sockets are
         // linked but every address is denied) and wasi:http (checked per destination).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        capabilities::fs::refuse_escaping_symlinks(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::host_log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
 
@@ -156,8 +215,10 @@ impl PluginHost {
         name: &str,
         spec: &PluginSpec,
         base_dir: &Path,
-    ) -> anyhow::Result<LoadedPlugin> {
-        let (bytes, origin) = resolve_source(name, &spec.source, base_dir).await?;
+    ) -> Result<LoadedPlugin, LoadError> {
+        let (bytes, origin) = resolve_source(name, &spec.source, base_dir)
+            .await
+            .map_err(LoadError::from)?;
         self.load_bytes(name, spec, base_dir, &bytes, &origin)
             .await
             .map(|(p, _)| p)
@@ -172,7 +233,8 @@ impl PluginHost {
         base_dir: &Path,
         bytes: &[u8],
         origin: &str,
-    ) -> anyhow::Result<(LoadedPlugin, CompileSource)> {
+    ) -> Result<(LoadedPlugin, CompileSource), LoadError> {
+        self.check_limits(name, &spec.limits)?;
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(pinned) = &spec.sha256 {
             let pinned = pinned
@@ -180,13 +242,17 @@ impl PluginHost {
                 .trim_start_matches("sha256:")
                 .to_ascii_lowercase();
             if pinned != digest {
-                anyhow::bail!(
-                    "plugin `{name}`: sha256 of {origin} is {digest}, but [plugins.{name}] pins {pinned}; \
-                     the file changed or is not the one you reviewed — if the new file is intended, pin its digest"
-                );
+                return Err(LoadError::new(
+                    "sha256",
+                    format!(
+                        "plugin `{name}`: sha256 of {origin} is {digest}, but [plugins.{name}] pins {pinned}; \
+                         the file changed or is not the one you reviewed — if the new file is intended, pin its digest"
+                    ),
+                    "compare the file with the one you reviewed; pin its digest (`sha256sum FILE`) only if the change is intended",
+                ));
             }
         }
-        check_is_component(name, origin, bytes)?;
+        check_is_component(name, origin, bytes).map_err(LoadError::source)?;
         let cell = self
             .compiled
             .lock()
@@ -210,29 +276,34 @@ impl PluginHost {
                 compiled = source;
                 anyhow::Ok(component)
             })
-            .await?
+            .await
+            .map_err(LoadError::from)?
             .clone();
-        let world = detect_world(name, origin, &component, &self.engine)?;
+        let world =
+            detect_world(name, origin, &component, &self.engine).map_err(LoadError::source)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!(
+            LoadError::source(format!(
                 "plugin `{name}`: {origin} needs an import this host does not provide ({e:#}); \
                  it may be built for a newer dax or ask for a capability that does not exist"
-            )
+            ))
         })?;
         let pre = match world {
-            PluginRole::Target => {
-                WorldPre::Target(bindings::target::TargetPluginPre::new(instance_pre)?)
+            PluginRole::Target => bindings::target::TargetPluginPre::new(instance_pre)
+                .map(WorldPre::Target),
+            PluginRole::Scanner => bindings::scanner::ScannerPluginPre::new(instance_pre)
+                .map(WorldPre::Scanner),
+            PluginRole::MetricProvider => {
+                bindings::metric_provider::MetricProviderPluginPre::new(instance_pre)
+                    .map(WorldPre::MetricProvider)
             }
-            PluginRole::Scanner => {
-                WorldPre::Scanner(bindings::scanner::ScannerPluginPre::new(instance_pre)?)
-            }
-            PluginRole::MetricProvider => WorldPre::MetricProvider(
-                bindings::metric_provider::MetricProviderPluginPre::new(instance_pre)?,
-            ),
-            PluginRole::Strategy => {
-                WorldPre::Strategy(bindings::strategy::StrategyPluginPre::new(instance_pre)?)
-            }
-        };
+            PluginRole::Strategy => bindings::strategy::StrategyPluginPre::new(instance_pre)
+                .map(WorldPre::Strategy),
+        }
+        .map_err(|e| {
+            LoadError::source(format!(
+                "plugin `{name}`: {origin} does not match the `{world}` world of this dax ({e:#}); rebuild it against the WIT of this dax version"
+            ))
+        })?;
         let sandbox = Sandbox::new(name, &spec.grants, &spec.limits, base_dir)?;
         let inner = Inner {
             name: name.to_string(),
@@ -251,16 +322,58 @@ impl PluginHost {
         let info = plugin
             .call(|store, world| Box::pin(async move { world.describe(store).await }))
             .await
-            .map_err(|e| anyhow::anyhow!("plugin `{name}`: `describe` failed: {e}"))?;
+            .and_then(|info| plugin.check_describe(info))
+            .map_err(|e| {
+                let message = format!("plugin `{name}`: `describe` failed: {e}");
+                match fault_limit(&e) {
+                    Some(key) => LoadError::new(key, message, fault_help(&e)),
+                    None => LoadError::source(message),
+                }
+            })?;
         if info.role != world {
-            anyhow::bail!(
+            return Err(LoadError::source(format!(
                 "plugin `{name}`: describe() says role `{}` but the component exports the `{}` world; fix the plugin",
-                info.role,
-                world
-            );
+                info.role, world
+            )));
         }
         let plugin = plugin.with_info(info);
         Ok((plugin, compiled))
+    }
+
+    /// Refuse limits this host cannot honour, instead of silently capping them.
+    fn check_limits(&self, name: &str, limits: &Limits) -> Result<(), LoadError> {
+        let (most, why) = if self.pooling {
+            (POOLED_MEMORY_MIB, "the pooling allocator's memory slot")
+        } else {
+            (ON_DEMAND_MEMORY_MIB, "a 32-bit Wasm memory")
+        };
+        if limits.memory_mib > most {
+            return Err(LoadError::new(
+                "limits.memory_mib",
+                format!(
+                    "plugin `{name}`: limits.memory_mib = {} is more than this host can give one plugin instance ({most} MiB, {why})",
+                    limits.memory_mib
+                ),
+                format!("set `limits.memory_mib` of [plugins.{name}] to at most {most}"),
+            ));
+        }
+        let zero = [
+            ("memory_mib", limits.memory_mib == 0),
+            ("max_output_kib", limits.max_output_kib == 0),
+            ("call_timeout", limits.call_timeout.is_zero()),
+            (
+                "wall_timeout",
+                limits.wall_timeout.is_some_and(|w| w.is_zero()),
+            ),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(LoadError::new(
+                format!("limits.{key}"),
+                format!("plugin `{name}`: limits.{key} must be above zero"),
+                format!("raise `limits.{key}` of [plugins.{name}] or remove it for the default"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -278,8 +391,9 @@ fn engine_config(pooling: bool) -> Config {
             .max_memories_per_component(8)
             .max_tables_per_component(8)
             .max_core_instances_per_component(50)
-            // Per-plugin memory limits are enforced by the store limiter; this is the ceiling.
-            .max_memory_size(1 << 30);
+            // Per-plugin memory limits are enforced by the store limiter; this is the
+            // ceiling one memory can reach (`check_limits` refuses a larger memory_mib).
+            .max_memory_size((POOLED_MEMORY_MIB as usize) << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -513,28 +627,41 @@ impl LoadedPlugin {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Yield to the executor at every tick so a busy plugin never starves other tasks;
-        // trap once the call has run past its deadline.
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
-            if state.call_started.elapsed() > state.call_timeout {
-                return Err(wasmtime::Error::new(DeadlineExceeded(state.call_timeout)));
+        // trap once the call's guest code has run for more ticks than its CPU budget.
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            state.cpu_ticks += 1;
+            if state.cpu_ticks > state.cpu_tick_budget {
+                return Err(wasmtime::Error::new(DeadlineExceeded::Cpu(
+                    state.call_timeout,
+                )));
             }
             Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
         let world = match &self.inner.pre {
-            WorldPre::Target(pre) => World::Target(pre.instantiate_async(&mut store).await?),
-            WorldPre::Scanner(pre) => World::Scanner(pre.instantiate_async(&mut store).await?),
-            WorldPre::MetricProvider(pre) => {
-                World::MetricProvider(pre.instantiate_async(&mut store).await?)
-            }
-            WorldPre::Strategy(pre) => World::Strategy(pre.instantiate_async(&mut store).await?),
+            WorldPre::Target(pre) => pre.instantiate_async(&mut store).await.map(World::Target),
+            WorldPre::Scanner(pre) => pre.instantiate_async(&mut store).await.map(World::Scanner),
+            WorldPre::MetricProvider(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(World::MetricProvider),
+            WorldPre::Strategy(pre) => pre.instantiate_async(&mut store).await.map(World::Strategy),
         };
-        Ok(Warm { store, world })
+        match world {
+            Ok(world) => Ok(Warm { store, world }),
+            // Memories are created (and limited) while instantiating: say which limit.
+            Err(e) => match store.data_mut().limiter.exceeded.take() {
+                Some(limit) => Err(anyhow::anyhow!(limit)),
+                None => Err(anyhow::Error::from(e)),
+            },
+        }
     }
 
-    /// Run one call on a warm instance with the sandbox's deadline, turning every way a
-    /// plugin can misbehave into a [`CallError::Fault`] that names the plugin.
+    /// Run one call on a warm instance within the sandbox's deadlines (CPU and wall clock)
+    /// and disk quota, turning every way a plugin can misbehave into a [`CallError::Fault`]
+    /// that names the plugin and the limit. An instance whose call failed is dropped, never
+    /// reused.
     pub(crate) async fn call<R: Send>(
         &self,
         f: impl for<'a> FnOnce(&'a mut Store<PluginState>, &'a World) -> CallFuture<'a, R> + Send,
@@ -543,52 +670,81 @@ impl LoadedPlugin {
             plugin: self.inner.name.clone(),
             reason,
         };
+        let sandbox = &self.inner.sandbox;
+        let wall = sandbox.limits.wall_timeout();
+        let started = tokio::time::Instant::now();
+        let wall_reason = || {
+            format!(
+                "exceeded its wall-clock deadline of {} per call (limits.wall_timeout of [plugins.{}])",
+                spec::duration_str::format(wall),
+                self.inner.name
+            )
+        };
         let warm = self.inner.idle.lock().unwrap().pop();
         let mut warm = match warm {
             Some(w) => w,
-            None => self
-                .instantiate()
-                .await
-                .map_err(|e| fault(format!("could not instantiate: {e:#}")))?,
+            None => match tokio::time::timeout(wall, self.instantiate()).await {
+                Ok(Ok(w)) => w,
+                Ok(Err(e)) => return Err(fault(format!("could not instantiate: {e:#}"))),
+                Err(_) => return Err(fault(wall_reason())),
+            },
         };
-        let timeout = self.inner.sandbox.limits.call_timeout;
         warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(1);
-        let Warm { store, world } = &mut warm;
-        // The epoch callback stops runaway guest code. Only HTTP can keep a call waiting in
-        // the host (files are local), so only plugins with HTTP grants pay for a timer.
-        let outcome = if self.inner.sandbox.http.is_empty() {
-            Ok(f(store, world).await)
+        let output = warm.store.data().output.clone();
+        let quota = sandbox.quota.clone();
+        let disk_before = if quota.is_empty() {
+            Vec::new()
         } else {
-            tokio::time::timeout(timeout + EPOCH_TICK * 5, f(store, world)).await
+            let quota = quota.clone();
+            tokio::task::spawn_blocking(move || quota.usage())
+                .await
+                .unwrap_or_default()
         };
-        let denials = self.inner.sandbox.http.take_denials();
-        match outcome {
-            Ok(Ok(value)) => {
+        let outcome = {
+            let Warm { store, world } = &mut warm;
+            let run = tokio::time::timeout_at(started + wall, f(store, world));
+            if quota.is_empty() {
+                Outcome::from(run.await)
+            } else {
+                tokio::select! {
+                    result = run => Outcome::from(result),
+                    reason = watch_quota(quota.clone(), &disk_before) => Outcome::Quota(reason),
+                }
+            }
+        };
+        // A call that ended well can still have left the tree over its quota.
+        let outcome = match outcome {
+            Outcome::Done(Ok(value)) if !quota.is_empty() => {
+                let quota = quota.clone();
+                let now = tokio::task::spawn_blocking(move || quota.usage())
+                    .await
+                    .unwrap_or_default();
+                match sandbox.quota.exceeded(&disk_before, &now) {
+                    Some(reason) => Outcome::Quota(reason),
+                    None => Outcome::Done(Ok(value)),
+                }
+            }
+            other => other,
+        };
+        let denials = warm.store.data().take_denials();
+        let result = match outcome {
+            Outcome::Done(Ok(value)) => {
                 let mut idle = self.inner.idle.lock().unwrap();
                 if idle.len() < MAX_IDLE_INSTANCES {
                     idle.push(warm);
                 }
                 Ok(value)
             }
-            Ok(Err(error)) => Err(fault(describe_fault(&error, &warm.store, &denials))),
-            Err(_) => Err(fault(format!(
-                "exceeded its deadline of {:?} per call (limits.call_timeout of [plugins.{}])",
-                timeout, self.inner.name
-            ))),
-        }
-    }
-
-    /// Call `validate-config` with the plugin's config table.
-    pub async fn validate_config(
-        &self,
-        config: &serde_json::Value,
-    ) -> CallResult<Vec<ConfigProblem>> {
-        let config = config.to_string();
-        self.call(move |store, world| {
-            Box::pin(async move { world.validate_config(store, &config).await })
-        })
-        .await
+            Outcome::Done(Err(error)) => {
+                Err(fault(describe_fault(&error, warm.store.data(), &denials)))
+            }
+            // The call was cut off inside the instance: `warm` is dropped here, never reused.
+            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &denials))),
+            Outcome::Quota(reason) => Err(fault(with_denials(reason, &denials))),
+        };
+        output.lock().unwrap().end_call();
+        result
     }
 
     fn expect_role(&self, wanted: PluginRole) -> anyhow::Result<()> {
@@ -626,29 +782,146 @@ impl LoadedPlugin {
     }
 
     pub(crate) fn max_output_bytes(&self) -> usize {
-        (self.inner.sandbox.limits.max_output_kib as usize).saturating_mul(1024)
+        self.inner.sandbox.limits.max_output_bytes()
+    }
+
+    /// A fault for a value larger than `limits.max_output_kib`.
+    pub(crate) fn too_big(&self, what: &str, bytes: usize) -> CallError {
+        CallError::Fault {
+            plugin: self.inner.name.clone(),
+            reason: format!(
+                "returned {what} of {} KiB, more than its limit of {} KiB (limits.max_output_kib of [plugins.{}])",
+                bytes.div_ceil(1024),
+                self.max_output_bytes() / 1024,
+                self.inner.name
+            ),
+        }
+    }
+
+    /// Bound what `describe` returned: identity strings short, the whole within
+    /// `limits.max_output_kib`.
+    fn check_describe(&self, info: PluginInfo) -> CallResult<PluginInfo> {
+        let identity = info.name.len().max(info.version.len());
+        if identity > MAX_IDENTITY_BYTES {
+            return Err(CallError::Fault {
+                plugin: self.inner.name.clone(),
+                reason: format!(
+                    "returned a name or version of {identity} bytes from describe(); at most {MAX_IDENTITY_BYTES} are accepted"
+                ),
+            });
+        }
+        let size = info.name.len()
+            + info.version.len()
+            + info.description.len()
+            + info.config_schema.len();
+        if size > self.max_output_bytes() {
+            return Err(self.too_big("a describe() answer", size));
+        }
+        // Shown by `dax plugin list` and in messages: one line each, no terminal controls.
+        let line = |text: String| match capabilities::log::escape(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        };
+        Ok(PluginInfo {
+            name: line(info.name),
+            version: line(info.version),
+            description: line(info.description),
+            ..info
+        })
     }
 }
 
-/// The error the epoch callback raises when a call runs past its deadline.
+/// How a call ended.
+enum Outcome<R> {
+    Done(wasmtime::Result<R>),
+    WallClock,
+    Quota(String),
+}
+
+impl<R> From<Result<wasmtime::Result<R>, tokio::time::error::Elapsed>> for Outcome<R> {
+    fn from(r: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Self {
+        match r {
+            Ok(done) => Outcome::Done(done),
+            Err(_) => Outcome::WallClock,
+        }
+    }
+}
+
+/// Measure the writable trees every [`sandbox::QUOTA_POLL`]; resolves with the reason once
+/// one is over its quota (and never otherwise).
+async fn watch_quota(quota: Arc<sandbox::DiskQuota>, before: &[u64]) -> String {
+    loop {
+        tokio::time::sleep(sandbox::QUOTA_POLL).await;
+        let q = quota.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || q.usage()).await else {
+            continue;
+        };
+        if let Some(reason) = quota.exceeded(before, &now) {
+            return reason;
+        }
+    }
+}
+
+/// The limit key (`limits.call_timeout`, `grants.dirs[0].quota_mib`, ...) a fault names,
+/// when a limit stopped the call.
+pub fn fault_limit(error: &CallError) -> Option<String> {
+    let CallError::Fault { reason, .. } = error else {
+        return None;
+    };
+    const KEYS: [&str; 4] = [
+        "limits.call_timeout",
+        "limits.wall_timeout",
+        "limits.memory_mib",
+        "limits.max_output_kib",
+    ];
+    if let Some(key) = KEYS.iter().find(|k| reason.contains(*k)) {
+        return Some(key.to_string());
+    }
+    let pos = reason.find("grants.dirs[")?;
+    Some(
+        reason[pos..]
+            .chars()
+            .take_while(|c| *c != '`' && *c != ' ')
+            .collect(),
+    )
+}
+
+/// The help line for a plugin fault: the limit to raise when a limit stopped it.
+pub fn fault_help(error: &CallError) -> String {
+    let plugin = match error {
+        CallError::Fault { plugin, .. } => plugin,
+        _ => return "this is an error the plugin reported; see the message".into(),
+    };
+    match fault_limit(error) {
+        Some(key) => format!(
+            "raise `{key}` of [plugins.{plugin}] if the plugin really needs more; otherwise fix or replace the plugin"
+        ),
+        None => "this is a fault of the plugin (it trapped or broke the contract); try another version of the plugin".into(),
+    }
+}
+
+/// The error the epoch callback raises when a call's guest code runs past its CPU budget.
 #[derive(Debug)]
-struct DeadlineExceeded(Duration);
+enum DeadlineExceeded {
+    Cpu(Duration),
+}
 
 impl std::fmt::Display for DeadlineExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exceeded its CPU deadline of {:?} per call", self.0)
+        match self {
+            DeadlineExceeded::Cpu(d) => write!(
+                f,
+                "exceeded its CPU deadline of {} per call",
+                spec::duration_str::format(*d)
+            ),
+        }
     }
 }
 
 impl std::error::Error for DeadlineExceeded {}
 
-fn describe_fault(
-    error: &wasmtime::Error,
-    store: &Store<PluginState>,
-    denials: &[String],
-) -> String {
-    let state = store.data();
-    let mut reason = if let Some(limit) = &state.limiter.exceeded {
+fn describe_fault(error: &wasmtime::Error, state: &PluginState, denials: &[String]) -> String {
+    let reason = if let Some(limit) = &state.limiter.exceeded {
         limit.clone()
     } else if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
         format!(
@@ -656,10 +929,21 @@ fn describe_fault(
             state.plugin
         )
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        format!("trapped: {trap}")
+        let mut reason = format!("trapped: {trap}");
+        // A Rust guest prints its panic message to stderr just before trapping.
+        if let Some(said) = state.output.lock().unwrap().stderr_tail() {
+            reason.push_str(&format!("; its last stderr lines: {said}"));
+        }
+        reason
     } else {
-        format!("{error:#}")
+        capabilities::log::cut(&format!("{error:#}"), 4096).into_owned()
     };
+    with_denials(reason, denials)
+}
+
+/// A fault's reason followed by what the host refused during the call, which often
+/// explains it (a denied HTTP destination, an escaping symlink).
+fn with_denials(mut reason: String, denials: &[String]) -> String {
     if !denials.is_empty() {
         reason.push_str(&format!("; denied during the call: {}", denials.join("; ")));
     }

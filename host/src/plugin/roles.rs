@@ -2,6 +2,7 @@
 //! types to the generated bindings, runs in the sandbox, and converts the answer back.
 
 use super::bindings::{self, wit_types as wit};
+use super::capabilities::log;
 use super::{LoadedPlugin, World};
 use crate::contract::{self as c, CallError, CallResult};
 use bindings::metric_provider::exports::dax::plugin::metric_provider as wmetric;
@@ -74,14 +75,68 @@ impl World {
     }
 }
 
+impl LoadedPlugin {
+    /// Call `validate-config` with the plugin's config table; at most
+    /// [`super::MAX_CONFIG_PROBLEMS`] problems, together within `limits.max_output_kib`.
+    pub async fn validate_config(
+        &self,
+        config: &serde_json::Value,
+    ) -> CallResult<Vec<c::ConfigProblem>> {
+        let config = config.to_string();
+        let problems = self
+            .call(move |store, world| {
+                Box::pin(async move { world.validate_config(store, &config).await })
+            })
+            .await?;
+        if problems.len() > super::MAX_CONFIG_PROBLEMS {
+            return Err(CallError::Fault {
+                plugin: self.name().to_string(),
+                reason: format!(
+                    "reported {} config problems; at most {} are accepted",
+                    problems.len(),
+                    super::MAX_CONFIG_PROBLEMS
+                ),
+            });
+        }
+        let size: usize = problems
+            .iter()
+            .map(|p| p.field.len() + p.message.len())
+            .sum();
+        if size > self.max_output_bytes() {
+            return Err(self.too_big("config problems", size));
+        }
+        Ok(problems
+            .into_iter()
+            .map(|p| c::ConfigProblem {
+                field: log::escape(&p.field).into_owned(),
+                message: log::escape(&p.message).into_owned(),
+            })
+            .collect())
+    }
+}
+
+/// Longest plugin error message kept: errors are for people (journal, terminal, other
+/// plugins' observations); longer ones are cut with a marker.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// A plugin's error, its message cut to [`MAX_ERROR_MESSAGE_BYTES`] and escaped.
 fn plugin_error(plugin: &LoadedPlugin, e: wit::PluginError) -> CallError {
+    let bound = |m: String| {
+        let escaped = log::escape(&m);
+        let cut = log::cut(&escaped, MAX_ERROR_MESSAGE_BYTES);
+        if cut.len() == m.len() {
+            m
+        } else {
+            cut.into_owned()
+        }
+    };
     let error = match e {
-        wit::PluginError::InvalidConfig(m) => c::PluginError::InvalidConfig(m),
-        wit::PluginError::InvalidInput(m) => c::PluginError::InvalidInput(m),
-        wit::PluginError::Unavailable(m) => c::PluginError::Unavailable(m),
-        wit::PluginError::NotFound(m) => c::PluginError::NotFound(m),
-        wit::PluginError::Unsupported(m) => c::PluginError::Unsupported(m),
-        wit::PluginError::Internal(m) => c::PluginError::Internal(m),
+        wit::PluginError::InvalidConfig(m) => c::PluginError::InvalidConfig(bound(m)),
+        wit::PluginError::InvalidInput(m) => c::PluginError::InvalidInput(bound(m)),
+        wit::PluginError::Unavailable(m) => c::PluginError::Unavailable(bound(m)),
+        wit::PluginError::NotFound(m) => c::PluginError::NotFound(bound(m)),
+        wit::PluginError::Unsupported(m) => c::PluginError::Unsupported(bound(m)),
+        wit::PluginError::Internal(m) => c::PluginError::Internal(bound(m)),
     };
     CallError::Plugin {
         plugin: plugin.name().to_string(),
@@ -89,19 +144,12 @@ fn plugin_error(plugin: &LoadedPlugin, e: wit::PluginError) -> CallError {
     }
 }
 
-/// Refuse answers larger than the plugin's `limits.max_output_kib`.
+/// Refuse answers larger than the plugin's `limits.max_output_kib` (measured as JSON, the
+/// form they are journaled in).
 fn check_size<T: serde::Serialize>(plugin: &LoadedPlugin, value: &T) -> CallResult<()> {
     let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0);
     if size > plugin.max_output_bytes() {
-        return Err(CallError::Fault {
-            plugin: plugin.name().to_string(),
-            reason: format!(
-                "returned {} KiB, more than its limit of {} KiB (limits.max_output_kib of [plugins.{}])",
-                size / 1024,
-                plugin.max_output_bytes() / 1024,
-                plugin.name()
-            ),
-        });
+        return Err(plugin.too_big("an answer", size));
     }
     Ok(())
 }
@@ -441,14 +489,21 @@ impl WasmStrategy {
         }
     }
 
+    /// A decision within `limits.max_output_kib`: its state counted by its real byte size
+    /// (not its JSON form, which is up to four times larger), the rest as JSON.
     fn decision(&self, d: wstrat::Decision) -> CallResult<c::Decision> {
+        let state = d.state;
         let decision = c::Decision {
             next: from_wit_step(d.next),
-            state: d.state,
+            state: Vec::new(),
             note: d.note,
         };
-        check_size(&self.plugin, &decision)?;
-        Ok(decision)
+        let rest = serde_json::to_vec(&decision).map(|v| v.len()).unwrap_or(0);
+        let size = state.len().saturating_add(rest);
+        if size > self.plugin.max_output_bytes() {
+            return Err(self.plugin.too_big("a decision (state included)", size));
+        }
+        Ok(c::Decision { state, ..decision })
     }
 }
 

@@ -1,13 +1,17 @@
 //! The sandbox one plugin instance runs in: WASI with nothing inherited, granted
-//! directories only, outbound HTTP only to granted destinations, a memory limiter and a
-//! CPU deadline per call. Everything here is built from the plugin's TOML entry.
+//! directories only (writable ones under a size quota), outbound HTTP only to granted
+//! destinations, a memory limiter for the whole instance and a CPU budget per call (the
+//! wall-clock deadline is enforced around the call, in `plugin::LoadedPlugin::call`).
+//! Everything here is built from the plugin's TOML entry.
 
+use super::capabilities::log::{PluginOutput, Stream};
 use super::spec::{Grants, HttpAuth, Limits};
+use super::LoadError;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -21,6 +25,8 @@ pub struct Sandbox {
     pub limits: Limits,
     pub http: Arc<HttpPolicy>,
     dirs: Vec<ResolvedDir>,
+    /// The writable grants, whose size is watched during every call.
+    pub quota: Arc<DiskQuota>,
 }
 
 #[derive(Debug)]
@@ -37,8 +43,9 @@ impl Sandbox {
         grants: &Grants,
         limits: &Limits,
         base_dir: &Path,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, LoadError> {
         let mut dirs = Vec::new();
+        let mut quota = Vec::new();
         for (i, dir) in grants.dirs.iter().enumerate() {
             let host = if dir.host.is_absolute() {
                 dir.host.clone()
@@ -46,10 +53,14 @@ impl Sandbox {
                 base_dir.join(&dir.host)
             };
             if !host.is_dir() {
-                anyhow::bail!(
-                    "plugin `{plugin}`: grants.dirs[{i}].host `{}` is not a directory; create it or fix the path",
-                    host.display()
-                );
+                return Err(LoadError::new(
+                    format!("grants.dirs[{i}].host"),
+                    format!(
+                        "plugin `{plugin}`: grants.dirs[{i}].host `{}` is not a directory",
+                        host.display()
+                    ),
+                    "create the directory or fix the path (relative paths start at this file's folder)",
+                ));
             }
             let guest = match &dir.guest {
                 Some(g) => g.clone(),
@@ -60,31 +71,46 @@ impl Sandbox {
                         .unwrap_or_default()
                 ),
             };
+            if dir.writable {
+                quota.push(QuotaDir {
+                    index: i,
+                    host: host.clone(),
+                    guest: guest.clone(),
+                    limit: dir.quota_bytes(),
+                });
+            }
             dirs.push(ResolvedDir {
                 host,
                 guest,
                 writable: dir.writable,
             });
         }
+        let http = HttpPolicy::new(plugin, &grants.http, &grants.http_auth)
+            .map_err(|e| LoadError::new("grants.http", format!("{e:#}"), "fix the grant"))?;
         Ok(Sandbox {
             plugin: plugin.into(),
             limits: limits.clone(),
-            http: Arc::new(HttpPolicy::new(plugin, &grants.http, &grants.http_auth)?),
+            http: Arc::new(http),
             dirs,
+            quota: Arc::new(DiskQuota {
+                plugin: plugin.into(),
+                dirs: quota,
+            }),
         })
     }
 
     /// A fresh store state: WASI context with no env, no args, no sockets, stdio into
     /// `tracing`, and only the granted preopens.
     pub fn new_state(&self) -> anyhow::Result<PluginState> {
+        let output = Arc::new(Mutex::new(PluginOutput::new(self.plugin.clone())));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LogStream {
-            plugin: self.plugin.clone(),
-            stream: "stdout",
+            output: output.clone(),
+            stream: Stream::Stdout,
         })
         .stderr(LogStream {
-            plugin: self.plugin.clone(),
-            stream: "stderr",
+            output: output.clone(),
+            stream: Stream::Stderr,
         })
         .allow_tcp(false)
         .allow_udp(false)
@@ -97,6 +123,7 @@ impl Sandbox {
             };
             wasi.preopened_dir(&dir.host, &dir.guest, perms)?;
         }
+        let denials = Arc::new(Mutex::new(Vec::new()));
         Ok(PluginState {
             plugin: self.plugin.clone(),
             wasi: wasi.build(),
@@ -104,17 +131,28 @@ impl Sandbox {
             http_ctx: WasiHttpCtx::new(),
             http_hooks: HttpHooks {
                 policy: self.http.clone(),
+                denials: denials.clone(),
             },
             limiter: MemoryLimiter {
                 plugin: self.plugin.clone(),
                 max_bytes: (self.limits.memory_mib as usize).saturating_mul(1024 * 1024),
+                memories: 0,
+                memory_bytes: 0,
+                table_bytes: 0,
                 exceeded: None,
             },
-            call_started: Instant::now(),
+            cpu_ticks: 0,
+            cpu_tick_budget: ticks_for(self.limits.call_timeout),
             call_timeout: self.limits.call_timeout,
-            log_lines_this_call: 0,
+            output,
+            denials,
         })
     }
+}
+
+/// How many epoch ticks of running guest code make up `timeout` (at least one).
+fn ticks_for(timeout: Duration) -> u64 {
+    (timeout.as_millis() / super::EPOCH_TICK.as_millis()).max(1) as u64
 }
 
 /// The data of one wasmtime `Store`: one plugin instance.
@@ -125,18 +163,33 @@ pub struct PluginState {
     http_ctx: WasiHttpCtx,
     http_hooks: HttpHooks,
     pub limiter: MemoryLimiter,
-    /// Set at the start of every call; the epoch callback compares against it.
-    pub call_started: Instant,
+    /// Epoch ticks in which this call's guest code ran; the epoch callback counts them.
+    pub cpu_ticks: u64,
+    pub cpu_tick_budget: u64,
     pub call_timeout: Duration,
-    pub log_lines_this_call: u32,
+    /// What the plugin prints or logs, bounded per call.
+    pub output: Arc<Mutex<PluginOutput>>,
+    /// What the host refused during the current call (HTTP destinations, symlinks).
+    pub denials: Arc<Mutex<Vec<String>>>,
 }
 
 impl PluginState {
     /// Reset per-call bookkeeping before a call.
     pub fn begin_call(&mut self) {
-        self.call_started = Instant::now();
-        self.log_lines_this_call = 0;
+        self.cpu_ticks = 0;
         self.limiter.exceeded = None;
+        self.output.lock().unwrap().begin_call();
+        self.denials.lock().unwrap().clear();
+    }
+
+    /// Record something the host refused during this call (the first few are kept).
+    pub fn deny(&self, reason: String) {
+        push_denial(&self.denials, reason);
+    }
+
+    /// What the host refused during this call (drained).
+    pub fn take_denials(&self) -> Vec<String> {
+        std::mem::take(&mut *self.denials.lock().unwrap())
     }
 }
 
@@ -159,24 +212,43 @@ impl WasiHttpView for PluginState {
     }
 }
 
-/// Caps linear memory and tables; remembers why it refused so the error names the limit.
+/// Denials kept per call: enough to explain the failure, bounded against a plugin that
+/// retries forever.
+const MAX_DENIALS: usize = 5;
+
+fn push_denial(denials: &Mutex<Vec<String>>, reason: String) {
+    let mut denials = denials.lock().unwrap();
+    if denials.len() < MAX_DENIALS {
+        denials.push(reason);
+    }
+}
+
+/// Bytes wasmtime counts per table element (a function reference).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// Caps the memory of one instance: all its linear memories and tables together. Remembers
+/// why it refused so the error names the limit.
 pub struct MemoryLimiter {
     plugin: Arc<str>,
     max_bytes: usize,
+    /// Memories that hold at least one page.
+    memories: usize,
+    memory_bytes: usize,
+    table_bytes: usize,
     pub exceeded: Option<String>,
 }
 
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+impl MemoryLimiter {
+    /// Account for growing one memory or table from `current` to `desired` bytes, or
+    /// refuse with a message naming the limit.
+    fn grow(&mut self, current: usize, desired: usize, table: bool) -> wasmtime::Result<bool> {
+        let used = self.memory_bytes + self.table_bytes;
+        let after = (used + desired).saturating_sub(current);
+        if after > self.max_bytes {
             let msg = format!(
-                "memory limit exceeded: the plugin asked for {} MiB, its limit is {} MiB (raise `limits.memory_mib` of [plugins.{}] if this is expected)",
-                desired.div_ceil(1024 * 1024),
+                "memory limit exceeded: plugin instance memory (all {} memories and its tables together) would reach {} MiB, above limits.memory_mib = {} (raise `limits.memory_mib` of [plugins.{}] if this is expected)",
+                self.memories + usize::from(!table && current == 0 && desired > 0),
+                after.div_ceil(1024 * 1024),
                 self.max_bytes / (1024 * 1024),
                 self.plugin
             );
@@ -185,18 +257,139 @@ impl ResourceLimiter for MemoryLimiter {
             // less helpful message.
             wasmtime::bail!(msg);
         }
+        if table {
+            self.table_bytes = self.table_bytes + desired - current;
+        } else {
+            if current == 0 && desired > 0 {
+                self.memories += 1;
+            }
+            self.memory_bytes = self.memory_bytes + desired - current;
+        }
         Ok(true)
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(current, desired, false)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables hold function references; 100k entries is far beyond any real plugin.
-        Ok(desired <= 100_000)
+        self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+            true,
+        )
     }
+}
+
+// ---------------------------------------------------------------- disk quota
+
+/// The writable directory grants of one plugin with their quotas. wasmtime-wasi has no
+/// hook on writes, so the host measures each tree before and after every call and every
+/// [`QUOTA_POLL`] during it, stopping the call once a tree is over its quota.
+#[derive(Debug)]
+pub struct DiskQuota {
+    plugin: Arc<str>,
+    dirs: Vec<QuotaDir>,
+}
+
+#[derive(Debug)]
+struct QuotaDir {
+    index: usize,
+    host: std::path::PathBuf,
+    guest: String,
+    limit: u64,
+}
+
+/// How often a writable tree is measured during a call.
+pub const QUOTA_POLL: Duration = Duration::from_millis(100);
+/// What each file, directory or symlink costs on top of its length, so a plugin cannot
+/// fill the disk's inodes with empty files.
+const ENTRY_BYTES: u64 = 512;
+
+impl DiskQuota {
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// The size of each writable tree now (blocking file-system walk).
+    pub fn usage(&self) -> Vec<u64> {
+        self.dirs
+            .iter()
+            .map(|d| tree_size(&d.host, d.limit.saturating_mul(2)))
+            .collect()
+    }
+
+    /// Why the plugin is over its quota: a tree over its limit that also grew since
+    /// `before` (so a plugin can always clean up a directory that was already too full).
+    pub fn exceeded(&self, before: &[u64], now: &[u64]) -> Option<String> {
+        self.dirs
+            .iter()
+            .zip(before.iter().zip(now))
+            .find(|(d, (b, n))| **n > d.limit && n > b)
+            .map(|(d, (_, n))| {
+                format!(
+                    "wrote past the quota of its writable directory `{}` (grants.dirs[{}]): it holds {} KiB, the quota is {} KiB (raise `grants.dirs[{}].quota_mib` of [plugins.{}] if this is expected)",
+                    d.guest,
+                    d.index,
+                    n / 1024,
+                    d.limit / 1024,
+                    d.index,
+                    self.plugin
+                )
+            })
+    }
+}
+
+/// Bytes under `root` (lengths plus [`ENTRY_BYTES`] per entry), not following symlinks;
+/// stops counting past `stop_after`.
+fn tree_size(root: &Path, stop_after: u64) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            total = total.saturating_add(meta.len()).saturating_add(ENTRY_BYTES);
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            if total > stop_after {
+                return total;
+            }
+        }
+    }
+    total
+}
+
+// ---------------------------------------------------------------- symlinks
+
+/// Whether a symlink target stays inside the directory it is created in: relative and
+/// without `..` (absolute targets are already refused by cap-std).
+pub fn symlink_target_allowed(target: &str) -> bool {
+    let path = Path::new(target);
+    !path.has_root()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 // ---------------------------------------------------------------- outbound HTTP
@@ -251,8 +444,6 @@ pub struct HttpPolicy {
     plugin: Arc<str>,
     allowed: Vec<Destination>,
     auth: Vec<(Destination, http::HeaderValue)>,
-    /// Denied requests, for the error the engine reports when the call then fails.
-    denials: Mutex<Vec<String>>,
 }
 
 impl HttpPolicy {
@@ -295,18 +486,12 @@ impl HttpPolicy {
             plugin: plugin.into(),
             allowed,
             auth: creds,
-            denials: Mutex::new(Vec::new()),
         })
     }
 
     /// Whether no destination is granted at all.
     pub fn is_empty(&self) -> bool {
         self.allowed.is_empty()
-    }
-
-    /// Why the last requests were denied (drained).
-    pub fn take_denials(&self) -> Vec<String> {
-        std::mem::take(&mut *self.denials.lock().unwrap())
     }
 
     fn check(&self, uri: &http::Uri) -> Result<Option<http::HeaderValue>, String> {
@@ -338,6 +523,8 @@ impl HttpPolicy {
 
 struct HttpHooks {
     policy: Arc<HttpPolicy>,
+    /// The instance's denial list, for the error the engine reports when the call fails.
+    denials: Arc<Mutex<Vec<String>>>,
 }
 
 type SendFuture = Box<
@@ -365,11 +552,12 @@ impl WasiHttpHooks for HttpHooks {
         let _ = fut;
         let verdict = self.policy.check(request.uri());
         let policy = self.policy.clone();
+        let denials = self.denials.clone();
         Box::new(async move {
             match verdict {
                 Err(reason) => {
                     tracing::warn!(plugin = %policy.plugin, "{reason}");
-                    policy.denials.lock().unwrap().push(reason);
+                    push_denial(&denials, reason);
                     Err(wasmtime_wasi_http::Error::HttpRequestDenied)
                 }
                 Ok(credential) => {
@@ -394,11 +582,11 @@ impl WasiHttpHooks for HttpHooks {
 
 // ---------------------------------------------------------------- stdio into tracing
 
-/// Plugin stdout/stderr, forwarded line by line to `tracing` with the plugin's name.
+/// Plugin stdout/stderr, into the instance's bounded [`PluginOutput`].
 #[derive(Clone)]
 struct LogStream {
-    plugin: Arc<str>,
-    stream: &'static str,
+    output: Arc<Mutex<PluginOutput>>,
+    stream: Stream,
 }
 
 impl IsTerminal for LogStream {
@@ -409,58 +597,26 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            target: self.clone(),
-            buffer: Vec::new(),
-        })
+        Box::new(self.clone())
     }
 }
 
-struct LineWriter {
-    target: LogStream,
-    buffer: Vec<u8>,
-}
-
-impl LineWriter {
-    fn emit(&mut self, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
-        let text = super::capabilities::log::truncate(
-            text.trim_end(),
-            super::capabilities::log::MAX_MESSAGE_BYTES,
-        );
-        tracing::info!(plugin = %self.target.plugin, stream = self.target.stream, "{text}");
-    }
-}
-
-impl tokio::io::AsyncWrite for LineWriter {
+impl tokio::io::AsyncWrite for LogStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.buffer.extend_from_slice(buf);
-        while let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=pos).collect();
-            self.emit(&line);
-        }
-        // A line without newline longer than the cap is flushed as is.
-        if self.buffer.len() > super::capabilities::log::MAX_MESSAGE_BYTES {
-            let line = std::mem::take(&mut self.buffer);
-            self.emit(&line);
-        }
+        self.output.lock().unwrap().write(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if !self.buffer.is_empty() {
-            let line = std::mem::take(&mut self.buffer);
-            self.emit(&line);
-        }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.poll_flush(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -497,6 +653,36 @@ mod tests {
             .unwrap_err();
         assert!(
             err.contains("http://10.0.0.1:80") && err.contains("grants.http"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn symlink_targets_must_stay_inside() {
+        assert!(symlink_target_allowed("file.txt"));
+        assert!(symlink_target_allowed("./sub/file.txt"));
+        assert!(!symlink_target_allowed("/etc/passwd"));
+        assert!(!symlink_target_allowed("../../etc/passwd"));
+        assert!(!symlink_target_allowed("sub/../../x"));
+    }
+
+    #[test]
+    fn memory_limit_counts_every_memory_of_the_instance() {
+        let mut limiter = MemoryLimiter {
+            plugin: "p".into(),
+            max_bytes: 64 << 20,
+            memories: 0,
+            memory_bytes: 0,
+            table_bytes: 0,
+            exceeded: None,
+        };
+        for _ in 0..3 {
+            assert!(limiter.memory_growing(0, 20 << 20, None).unwrap());
+        }
+        let err = limiter.memory_growing(0, 20 << 20, None).unwrap_err();
+        assert!(
+            err.to_string().contains("all 4 memories")
+                && err.to_string().contains("limits.memory_mib = 64"),
             "{err}"
         );
     }

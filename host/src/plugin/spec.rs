@@ -57,6 +57,22 @@ pub struct DirGrant {
     /// Read-only unless set.
     #[serde(default)]
     pub writable: bool,
+    /// Size quota of a writable directory in MiB (default [`DEFAULT_DIR_QUOTA_MIB`]): the
+    /// whole tree, files the operator put there included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_mib: Option<u64>,
+}
+
+/// Quota of a writable directory grant without `quota_mib`.
+pub const DEFAULT_DIR_QUOTA_MIB: u64 = 64;
+
+impl DirGrant {
+    /// The quota in bytes (only enforced when the grant is writable).
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_mib
+            .unwrap_or(DEFAULT_DIR_QUOTA_MIB)
+            .saturating_mul(1024 * 1024)
+    }
 }
 
 /// A credential the host injects into requests to `destination`.
@@ -77,12 +93,18 @@ pub struct HttpAuth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// CPU deadline per call, e.g. `"5s"`, `"500ms"`.
+    /// CPU time per call, e.g. `"5s"`, `"500ms"`: counted in epoch ticks in which the
+    /// plugin's code runs (time blocked in the host does not count).
     #[serde(with = "duration_str")]
     pub call_timeout: Duration,
-    /// Linear memory cap in MiB.
+    /// Wall-clock time per call, whatever the plugin waits on (sleeps, clocks, HTTP).
+    /// Default: twice `call_timeout`.
+    #[serde(with = "duration_str::option", skip_serializing_if = "Option::is_none")]
+    pub wall_timeout: Option<Duration>,
+    /// Memory cap in MiB for one plugin instance: all its linear memories and tables together.
     pub memory_mib: u64,
-    /// Largest answer (strings, lists) a call may return, in KiB.
+    /// Largest value a call may hand back, in KiB: answers, describe(), config problems,
+    /// strategy state (its raw bytes).
     pub max_output_kib: u64,
 }
 
@@ -90,9 +112,22 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             call_timeout: Duration::from_secs(5),
+            wall_timeout: None,
             memory_mib: 64,
             max_output_kib: 1024,
         }
+    }
+}
+
+impl Limits {
+    /// The wall-clock deadline of one call: `wall_timeout`, or twice `call_timeout`.
+    pub fn wall_timeout(&self) -> Duration {
+        self.wall_timeout.unwrap_or(self.call_timeout * 2)
+    }
+
+    /// `max_output_kib` in bytes.
+    pub fn max_output_bytes(&self) -> usize {
+        (self.max_output_kib as usize).saturating_mul(1024)
     }
 }
 
@@ -112,6 +147,25 @@ pub mod duration_str {
 
     /// The longest duration [`parse`] accepts (`u64::MAX` milliseconds), as written in errors.
     const MAX_DURATION_TEXT: &str = "18446744073709551615ms (about 584 million years)";
+    /// The same for an optional duration (`None` when the key is absent).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let text = String::deserialize(d)?;
+            super::parse(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom)
+        }
+    }
 
     /// Parse a duration such as `1m30s`.
     pub fn parse(text: &str) -> Result<Duration, String> {

@@ -1,15 +1,49 @@
 //! A misbehaving metric provider for the sandbox tests. The query text picks the attack:
 //! `loop`, `alloc`, `trap`, `read:PATH`, `write:PATH`, `env`, `http:URL`, `big:BYTES`,
-//! `ok` (behaves).
+//! `sleep:MS`, `bigerr:BYTES`, `flood:LINES`, `forge`, `symlink:TARGET>LINK`,
+//! `fill:PATH:BYTES`, `ok` (behaves).
+//!
+//! `describe` attacks when the file `/attack/describe` exists (grant a directory at
+//! `/attack`): `sleep`, `huge:BYTES`, `forge`. `validate-config` attacks by its config:
+//! `{"attack": "problems:COUNT"}`, `{"attack": "problem-bytes:BYTES"}`, `{"attack": "sleep"}`.
 use dax_sdk::metric_provider::*;
+use std::io::Write;
 
 struct Adversary;
 
+const FORGED: &str = "\n2026-01-01T00:00:00.000000Z  INFO dax: deployment promoted";
+
 impl PluginGuest for Adversary {
     fn describe() -> PluginInfo {
-        info("adversary", "0.1.0", PluginRole::MetricProvider, "Tries to escape its sandbox", "{}")
+        let attack = std::fs::read_to_string("/attack/describe").unwrap_or_default();
+        let attack = attack.trim();
+        let mut description = "Tries to escape its sandbox".to_string();
+        if attack == "sleep" {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        } else if let Some(n) = attack.strip_prefix("huge:") {
+            description = "d".repeat(n.parse().unwrap_or(0));
+        } else if attack == "forge" {
+            println!("{FORGED}");
+        }
+        info("adversary", "0.1.0", PluginRole::MetricProvider, &description, "{}")
     }
-    fn validate_config(_config: String) -> Vec<ConfigProblem> {
+    fn validate_config(config: String) -> Vec<ConfigProblem> {
+        let attack = config
+            .split("\"attack\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("");
+        if let Some(n) = attack.strip_prefix("problems:") {
+            let n: usize = n.parse().unwrap_or(0);
+            return (0..n).map(|_| ConfigProblem { field: String::new(), message: String::new() }).collect();
+        }
+        if let Some(n) = attack.strip_prefix("problem-bytes:") {
+            let n: usize = n.parse().unwrap_or(0);
+            return vec![ConfigProblem { field: "x".into(), message: "m".repeat(n) }];
+        }
+        if attack == "sleep" {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         Vec::new()
     }
 }
@@ -55,6 +89,53 @@ impl Guest for Adversary {
                 Ok(r) => Ok(Answer::NoData(format!("status {} body {}", r.status, r.text()))),
                 Err(e) => Err(PluginError::Unavailable(e)),
             };
+        }
+        if let Some(ms) = text.strip_prefix("sleep:") {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+            return Ok(Answer::Value(2.0));
+        }
+        if let Some(n) = text.strip_prefix("bigerr:") {
+            return Err(PluginError::Unavailable("e".repeat(n.parse().unwrap_or(0))));
+        }
+        if let Some(n) = text.strip_prefix("flood:") {
+            let mut out = std::io::stdout().lock();
+            for i in 0..n.parse::<usize>().unwrap_or(0) {
+                let _ = writeln!(out, "flood line {i}");
+            }
+            return Ok(Answer::Value(3.0));
+        }
+        if text == "forge" {
+            println!("{FORGED}");
+            println!("\x1b[2Jscreen cleared");
+            eprintln!("{FORGED}");
+            dax_sdk::metric_provider::log::warn(FORGED);
+            return Ok(Answer::Value(4.0));
+        }
+        if let Some(spec) = text.strip_prefix("symlink:") {
+            // `symlink:TARGET>NAME` creates NAME -> TARGET in the directory granted at `/out`.
+            let (target, link) = spec.split_once('>').unwrap_or((spec, "link"));
+            let (out, _) = wasi::filesystem::preopens::get_directories()
+                .into_iter()
+                .find(|(_, path)| path == "/out")
+                .ok_or_else(|| PluginError::Unavailable("no /out granted".into()))?;
+            return out
+                .symlink_at(target, link)
+                .map(|_| Answer::Value(5.0))
+                .map_err(|e| PluginError::Unavailable(format!("symlink {link} -> {target}: {e:?}")));
+        }
+        if let Some(spec) = text.strip_prefix("fill:") {
+            let (path, n) = spec.rsplit_once(':').unwrap_or((spec, "0"));
+            let n: usize = n.parse().unwrap_or(0);
+            let mut file = std::fs::File::create(path).map_err(|e| PluginError::Unavailable(format!("create {path}: {e}")))?;
+            let chunk = vec![b'z'; 1 << 20];
+            let mut written = 0;
+            while written < n {
+                let len = chunk.len().min(n - written);
+                file.write_all(&chunk[..len]).map_err(|e| PluginError::Unavailable(format!("write {path}: {e}")))?;
+                let _ = file.flush();
+                written += len;
+            }
+            return Ok(Answer::Value(written as f64));
         }
         if let Some(n) = text.strip_prefix("big:") {
             let n: usize = n.parse().unwrap_or(0);

@@ -1,6 +1,8 @@
-//! A strategy that lies to the engine, for the tests of the host's authority. The `attack`
-//! parameter picks a script of steps, played in order whatever the outcomes say; the last
-//! step repeats forever (the runaway attacks are one-step scripts).
+//! A strategy that lies to the engine, for the tests of the host's authority, or attacks the
+//! sandbox. The `attack` parameter picks a script of steps, played in order whatever the
+//! outcomes say; the last step repeats forever (the runaway attacks). Two attacks are not
+//! scripts: `state:BYTES` answers `start` with a state blob of that size, `sleep` sleeps
+//! in `next`.
 use dax_sdk::strategy::*;
 
 struct Hostile;
@@ -45,6 +47,7 @@ fn script(attack: &str) -> Result<Vec<Step>, PluginError> {
         "loop-check-status" => vec![DeployCandidate, CheckStatus(Slot::Candidate)],
         "loop-analyze" => vec![DeployCandidate, analyze()],
         "loop-hooks" => vec![DeployCandidate, RunHooks(HookPhase::PreRollout)],
+        "sleep" => vec![DeployCandidate, promoted],
         other => return Err(PluginError::InvalidConfig(format!("unknown attack `{other}`"))),
     })
 }
@@ -66,9 +69,16 @@ impl Guest for Hostile {
         Ok(Plan { steps: steps.iter().map(|s| format!("{s:?}")).collect(), best_case_ms: 0, worst_case_rollback_ms: 0 })
     }
     fn start(params: String) -> Result<Decision, PluginError> {
+        if let Some(n) = attack(&params).strip_prefix("state:") {
+            let state = vec![7u8; n.parse().unwrap_or(0)];
+            return Ok(Decision { next: weight(10), state, note: "bloated state".into() });
+        }
         play(&params, 0)
     }
     fn next(params: String, state: Vec<u8>, _obs: Observation) -> Result<Decision, PluginError> {
+        if attack(&params) == "sleep" {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         let index = u32::from_le_bytes(state.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
         play(&params, index)
     }
