@@ -29,6 +29,8 @@ use wasmtime::Engine;
 const HEADER: &[u8] = b"DAXCWASM1\n";
 const TAG_LEN: usize = blake3::OUT_LEN;
 const KEY_LEN: usize = blake3::KEY_LEN;
+/// Where the artifact starts in an entry.
+const ARTIFACT_AT: usize = HEADER.len() + TAG_LEN;
 /// Environment variable naming the key file (default: `<data dir>/dax/cache.key`).
 pub const KEY_FILE_ENV: &str = "DAX_CACHE_KEY_FILE";
 
@@ -123,7 +125,8 @@ impl CompileCache {
         };
         let entry = self.entry_path(digest);
         match self.read_verified(key, digest, &entry) {
-            Ok(Some(artifact)) => {
+            Ok(Some(verified)) => {
+                let artifact = &verified[ARTIFACT_AT..];
                 // SAFETY: `artifact` is exactly the bytes whose keyed tag verified above, so
                 // this cache wrote them with `Component::serialize` of an engine with these
                 // compatibility settings (the tag binds them) for this very `.wasm` digest.
@@ -176,13 +179,14 @@ impl CompileCache {
         hasher.finalize()
     }
 
-    /// The artifact of `entry` if its tag verifies; `Ok(None)` when there is no entry.
+    /// The whole of `entry` if its tag verifies (the artifact starts at [`ARTIFACT_AT`]);
+    /// `Ok(None)` when there is no entry.
     fn read_verified(
         &self,
         key: &[u8; KEY_LEN],
         digest: &str,
         entry: &Path,
-    ) -> Result<Option<Box<[u8]>>, Mismatch> {
+    ) -> Result<Option<Vec<u8>>, Mismatch> {
         let meta = match std::fs::symlink_metadata(entry) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -213,9 +217,7 @@ impl CompileCache {
                     .into(),
             ));
         }
-        let start = HEADER.len() + TAG_LEN;
-        bytes.drain(..start);
-        Ok(Some(bytes.into_boxed_slice()))
+        Ok(Some(bytes))
     }
 
     /// Write `entry` atomically: a private temporary file renamed over it, so a concurrent
