@@ -77,11 +77,7 @@ async fn a_swapped_cache_entry_is_never_executed() {
     let (x_entry, y_entry) = (cache.entry_path(&x_digest), cache.entry_path(&y_digest));
     let x_bytes = std::fs::read(&x_entry).unwrap();
     std::fs::copy(&x_entry, &y_entry).unwrap();
-    std::fs::write(
-        y_entry.with_extension("cwasm.sha256"),
-        sha256_hex(&x_bytes),
-    )
-    .unwrap();
+    std::fs::write(y_entry.with_extension("cwasm.sha256"), sha256_hex(&x_bytes)).unwrap();
 
     // A new process sees the swapped entry.
     let host = host_with_cache(dir.path());
@@ -165,7 +161,11 @@ async fn a_damaged_entry_or_a_lost_key_recompiles() {
     for (what, bytes) in damaged {
         std::fs::write(&entry, &bytes).unwrap();
         assert_eq!(source(&cache), CompileSource::Compiled, "entry {what}");
-        assert_eq!(std::fs::read(&entry).unwrap(), good, "entry {what} rewritten");
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            good,
+            "entry {what} rewritten"
+        );
         assert_eq!(source(&cache), CompileSource::Cache, "entry {what}");
     }
 
@@ -413,8 +413,10 @@ async fn a_url_source_must_pin_its_digest() {
     .err()
     .expect("problems");
     assert!(
-        problems.iter().any(|p| p.field == "plugins.remote.sha256"
-            && p.message.contains("is not a sha256 digest")),
+        problems
+            .iter()
+            .any(|p| p.field == "plugins.remote.sha256"
+                && p.message.contains("is not a sha256 digest")),
         "{problems:#?}"
     );
 }
@@ -461,7 +463,9 @@ async fn plain_http_needs_the_operators_opt_in() {
     ));
     if let Err(problems) = dax::config::parse(&ok, "d.toml", Path::new(".")) {
         assert!(
-            !problems.iter().any(|p| p.field.starts_with("plugins.remote")),
+            !problems
+                .iter()
+                .any(|p| p.field.starts_with("plugins.remote")),
             "{problems:#?}"
         );
     }
@@ -475,7 +479,11 @@ async fn a_pinned_download_runs_and_a_wrong_digest_is_refused() {
     let url = format!("http://{}/hello.wasm", server.addr);
     let (host, _cache) = dax_tests::fresh_host();
     let plugin = host
-        .load("remote", &url_spec(&url, Some(&digest), true), Path::new("."))
+        .load(
+            "remote",
+            &url_spec(&url, Some(&digest), true),
+            Path::new("."),
+        )
         .await
         .unwrap();
     assert_eq!(plugin.origin(), url);
@@ -483,7 +491,11 @@ async fn a_pinned_download_runs_and_a_wrong_digest_is_refused() {
 
     let other = sha256_hex(&std::fs::read(plugin_path("adversary")).unwrap());
     let err = host
-        .load("remote", &url_spec(&url, Some(&other), true), Path::new("."))
+        .load(
+            "remote",
+            &url_spec(&url, Some(&other), true),
+            Path::new("."),
+        )
         .await
         .err()
         .expect("a wrong digest must be refused");
@@ -622,7 +634,9 @@ fn a_plugin_build_that_builds_nothing_fails() {
     let (code, stderr) = plugin_build(&["--no-js", "-p", "js-metrics"]);
     assert_ne!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("`js-metrics` is a JavaScript plugin, and JavaScript plugins are not built here"),
+        stderr.contains(
+            "`js-metrics` is a JavaScript plugin, and JavaScript plugins are not built here"
+        ),
         "{stderr}"
     );
 

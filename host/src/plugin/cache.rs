@@ -147,10 +147,9 @@ impl CompileCache {
                 "recompiling from the pinned .wasm: cache entry {} {why}",
                 entry.display()
             ),
-            Err(Mismatch::Unusable(why)) => tracing::debug!(
-                "recompiling: cache entry {} {why}",
-                entry.display()
-            ),
+            Err(Mismatch::Unusable(why)) => {
+                tracing::debug!("recompiling: cache entry {} {why}", entry.display())
+            }
         }
         let component = Component::new(engine, wasm)?;
         match component.serialize() {

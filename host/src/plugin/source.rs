@@ -59,7 +59,10 @@ impl<'a> SourceKind<'a> {
             // in it is an odd but possible file name.
             Some((scheme, _))
                 if !scheme.is_empty()
-                    && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic())
                     && scheme
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
@@ -305,10 +308,16 @@ mod tests {
 
     #[test]
     fn classifies_sources() {
-        assert_eq!(SourceKind::of("builtin:canary"), SourceKind::Builtin("canary"));
+        assert_eq!(
+            SourceKind::of("builtin:canary"),
+            SourceKind::Builtin("canary")
+        );
         assert_eq!(SourceKind::of("HTTPS://x/p.wasm"), SourceKind::Https);
         assert_eq!(SourceKind::of("http://x/p.wasm"), SourceKind::Http);
-        assert_eq!(SourceKind::of("ftp://x/p.wasm"), SourceKind::OtherScheme("ftp"));
+        assert_eq!(
+            SourceKind::of("ftp://x/p.wasm"),
+            SourceKind::OtherScheme("ftp")
+        );
         assert_eq!(SourceKind::of("./p.wasm"), SourceKind::Path);
         assert_eq!(SourceKind::of("/abs/p.wasm"), SourceKind::Path);
         assert_eq!(SourceKind::of("odd dir://p.wasm"), SourceKind::Path);
