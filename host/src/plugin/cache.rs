@@ -232,19 +232,8 @@ impl CompileCache {
         let tmp = self
             .dir
             .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
-        let written = (|| {
-            // `create_new` refuses to follow anything already at that name.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(HEADER)?;
-            file.write_all(tag.as_bytes())?;
-            file.write_all(artifact)?;
-            drop(file);
-            std::fs::rename(&tmp, entry)
-        })();
+        let written = write_private(&tmp, &[HEADER, tag.as_bytes(), artifact])
+            .and_then(|()| std::fs::rename(&tmp, entry));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -252,6 +241,21 @@ impl CompileCache {
         let _ = std::fs::remove_file(self.dir.join(format!("{digest}.cwasm.sha256")));
         written
     }
+}
+
+/// Write `parts` to a new file at `path`, readable by this user only. `create_new`
+/// refuses to follow anything (a planted link) already at that name.
+fn write_private(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    // No fsync: after a crash a torn entry fails its tag and a torn key is replaced.
+    for part in parts {
+        file.write_all(part)?;
+    }
+    Ok(())
 }
 
 /// Why an entry was not used.
@@ -382,26 +386,17 @@ fn write_new_key(path: &Path, parent: &Path, replace: bool) -> Result<(), String
     let key: [u8; KEY_LEN] = rand::random();
     let tmp = parent.join(format!(".cache.key.{:016x}.tmp", rand::random::<u64>()));
     let fail = |e: std::io::Error| format!("cannot write the cache key {}: {e}", path.display());
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    let result = file
-        .write_all(&key)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            if replace {
-                std::fs::rename(&tmp, path)
-            } else {
-                // `link` never replaces an existing file, unlike `rename`.
-                match std::fs::hard_link(&tmp, path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                    other => other,
-                }
+    let result = write_private(&tmp, &[&key]).and_then(|()| {
+        if replace {
+            std::fs::rename(&tmp, path)
+        } else {
+            // `link` never replaces an existing file, unlike `rename`.
+            match std::fs::hard_link(&tmp, path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
             }
-        });
+        }
+    });
     let _ = std::fs::remove_file(&tmp);
     result.map_err(fail)
 }
