@@ -179,12 +179,21 @@ pub fn build_all(
         let dir = options.repo_root.join(workspace);
         if dir.join("Cargo.toml").is_file() {
             let packages = cdylib_packages(&dir, &toolchain)?;
-            workspaces.push((workspace, dir, packages));
+            workspaces.push(Workspace {
+                name: workspace,
+                dir,
+                packages,
+            });
         }
     }
     check_packages_exist(options, &workspaces)?;
     let mut built = Vec::new();
-    for (workspace, dir, packages) in &workspaces {
+    for Workspace {
+        name: workspace,
+        dir,
+        packages,
+    } in &workspaces
+    {
         let wanted: Vec<_> = packages
             .iter()
             .filter(|(name, _)| options.only.is_empty() || options.only.iter().any(|o| o == name))
@@ -237,6 +246,15 @@ pub fn build_all(
     Ok(built)
 }
 
+/// A Rust plugin workspace found in the repository.
+struct Workspace<'a> {
+    /// Relative to the repository root, as in [`BuildOptions::workspaces`].
+    name: &'a str,
+    dir: PathBuf,
+    /// `(package name, lib target name)` of its cdylib crates.
+    packages: Vec<(String, String)>,
+}
+
 /// Refuse a repository with no plugin workspace before choosing (or installing) a
 /// toolchain: `dax plugin build` that builds nothing is an error, not a success.
 fn check_something_to_build(options: &BuildOptions) -> anyhow::Result<()> {
@@ -274,13 +292,10 @@ fn check_something_to_build(options: &BuildOptions) -> anyhow::Result<()> {
 
 /// Refuse `-p NAME` for a name that no workspace (nor JavaScript plugin) has, listing
 /// the names that exist.
-fn check_packages_exist(
-    options: &BuildOptions,
-    workspaces: &[(&String, PathBuf, Vec<(String, String)>)],
-) -> anyhow::Result<()> {
+fn check_packages_exist(options: &BuildOptions, workspaces: &[Workspace]) -> anyhow::Result<()> {
     let rust: Vec<&str> = workspaces
         .iter()
-        .flat_map(|(_, _, packages)| packages.iter().map(|(name, _)| name.as_str()))
+        .flat_map(|w| w.packages.iter().map(|(name, _)| name.as_str()))
         .collect();
     let javascript: Vec<String> = javascript_plugin_dirs(&options.repo_root)
         .iter()
@@ -296,7 +311,7 @@ fn check_packages_exist(
             }
             continue;
         }
-        let looked_in: Vec<String> = workspaces.iter().map(|(w, _, _)| format!("{w}/")).collect();
+        let looked_in: Vec<String> = workspaces.iter().map(|w| format!("{}/", w.name)).collect();
         bail!(
             "no plugin package named `{name}` in {}; the plugins there are: {}{}",
             looked_in.join(", "),
