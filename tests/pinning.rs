@@ -396,8 +396,7 @@ async fn a_url_source_must_pin_its_digest() {
         "d.toml",
         Path::new("."),
     )
-    .err()
-    .expect("problems");
+    .expect_err("problems");
     let p = problems
         .iter()
         .find(|p| p.field == "plugins.remote.sha256")
@@ -410,8 +409,7 @@ async fn a_url_source_must_pin_its_digest() {
         "d.toml",
         Path::new("."),
     )
-    .err()
-    .expect("problems");
+    .expect_err("problems");
     assert!(
         problems
             .iter()
@@ -449,8 +447,7 @@ async fn plain_http_needs_the_operators_opt_in() {
         "d.toml",
         Path::new("."),
     )
-    .err()
-    .expect("problems");
+    .expect_err("problems");
     assert!(
         problems
             .iter()
@@ -542,8 +539,7 @@ async fn an_endless_download_stops_at_the_size_bound() {
         &limits,
     )
     .await
-    .err()
-    .expect("must stop");
+    .expect_err("must stop");
     assert!(format!("{err:#}").contains("larger than the 1 MiB limit"));
 
     // The host keeps working: a healthy pinned plugin loads and answers right after.
@@ -570,8 +566,7 @@ async fn a_stalled_download_stops_at_the_time_bound() {
         &limits,
     )
     .await
-    .err()
-    .expect("a stalled download must stop");
+    .expect_err("a stalled download must stop");
     let err = format!("{err:#}");
     assert!(
         err.contains(&format!(
