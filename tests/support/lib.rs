@@ -95,6 +95,7 @@ pub fn spec(path: &Path) -> dax::plugin::PluginSpec {
     dax::plugin::PluginSpec {
         source: path.display().to_string(),
         sha256: None,
+        allow_insecure_http: false,
         config: toml::Value::Table(Default::default()),
         grants: Default::default(),
         limits: Default::default(),

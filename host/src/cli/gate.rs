@@ -229,6 +229,7 @@ fn from_report(args: &GateArgs, report: &Path) -> anyhow::Result<(GatePolicy, Ve
             args.trivy_plugin.clone()
         },
         sha256: None,
+        allow_insecure_http: false,
         config: toml::Value::Table(Default::default()),
         grants: Grants {
             dirs: vec![DirGrant {

@@ -35,6 +35,9 @@ pub enum PluginCommand {
         /// Expected sha256, checked like `sha256 = ...` in TOML.
         #[arg(long)]
         sha256: Option<String>,
+        /// Allow a plain http:// URL, like `allow_insecure_http = true` in TOML.
+        #[arg(long)]
+        allow_insecure_http: bool,
     },
 }
 
@@ -141,9 +144,14 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        PluginCommand::Inspect { source, sha256 } => {
+        PluginCommand::Inspect {
+            source,
+            sha256,
+            allow_insecure_http,
+        } => {
             let host = PluginHost::new(HostOptions::default())?;
-            let spec = spec_for(&source, sha256);
+            let mut spec = spec_for(&source, sha256);
+            spec.allow_insecure_http = allow_insecure_http;
             let plugin = host
                 .load("inspected", &spec, &std::env::current_dir()?)
                 .await?;
@@ -174,6 +182,7 @@ fn spec_for(source: &str, sha256: Option<String>) -> PluginSpec {
     PluginSpec {
         source: source.to_string(),
         sha256,
+        allow_insecure_http: false,
         config: toml::Value::Table(Default::default()),
         grants: Default::default(),
         limits: Default::default(),

@@ -388,6 +388,11 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
                     let path = format!("plugins.{}", name.get_ref());
                     if let Some(spec) = de_value::<PluginSpec>(value, &path, &spans, &mut problems)
                     {
+                        // Checked here, before anything is fetched: a URL must pin its digest.
+                        for p in crate::plugin::source::pinning_problems(name.get_ref(), &spec) {
+                            let field = format!("{path}.{}", p.field);
+                            problems.push(spans.problem(&field, p.message, p.help));
+                        }
                         plugins.insert(name.into_inner().into_owned(), spec);
                     }
                 }

@@ -159,6 +159,7 @@ pub fn build_all(
     options: &BuildOptions,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<BuiltPlugin>> {
+    check_something_to_build(options)?;
     let toolchain = choose_toolchain(log)?;
     log(&format!(
         "toolchain: {}",
@@ -173,13 +174,26 @@ pub fn build_all(
         .parent()
         .unwrap_or(&options.out_dir)
         .join("wasm");
-    let mut built = Vec::new();
+    let mut workspaces = Vec::new();
     for workspace in &options.workspaces {
         let dir = options.repo_root.join(workspace);
-        if !dir.join("Cargo.toml").is_file() {
-            continue;
+        if dir.join("Cargo.toml").is_file() {
+            let packages = cdylib_packages(&dir, &toolchain)?;
+            workspaces.push(Workspace {
+                name: workspace,
+                dir,
+                packages,
+            });
         }
-        let packages = cdylib_packages(&dir, &toolchain)?;
+    }
+    check_packages_exist(options, &workspaces)?;
+    let mut built = Vec::new();
+    for Workspace {
+        name: workspace,
+        dir,
+        packages,
+    } in &workspaces
+    {
         let wanted: Vec<_> = packages
             .iter()
             .filter(|(name, _)| options.only.is_empty() || options.only.iter().any(|o| o == name))
@@ -193,7 +207,7 @@ pub fn build_all(
         ));
         for (package, lib_name) in wanted {
             // One package per invocation: cargo would otherwise unify the SDK's role features.
-            cargo_build(&dir, &target_dir, &toolchain, package)?;
+            cargo_build(dir, &target_dir, &toolchain, package)?;
             let triple = match toolchain {
                 Toolchain::RustupWasip2 => "wasm32-wasip2",
                 Toolchain::DebianWasip1 => "wasm32-wasip1",
@@ -220,10 +234,109 @@ pub fn build_all(
     if options.javascript {
         built.extend(build_javascript(options, log)?);
     }
+    if built.is_empty() {
+        bail!(
+            "nothing was built in {}: every plugin asked for was skipped (see the messages above)",
+            options.repo_root.display()
+        );
+    }
     if options.embed {
         embed(options, &built, log)?;
     }
     Ok(built)
+}
+
+/// A Rust plugin workspace found in the repository.
+struct Workspace<'a> {
+    /// Relative to the repository root, as in [`BuildOptions::workspaces`].
+    name: &'a str,
+    dir: PathBuf,
+    /// `(package name, lib target name)` of its cdylib crates.
+    packages: Vec<(String, String)>,
+}
+
+/// Refuse a repository with no plugin workspace before choosing (or installing) a
+/// toolchain: `dax plugin build` that builds nothing is an error, not a success.
+fn check_something_to_build(options: &BuildOptions) -> anyhow::Result<()> {
+    let root = &options.repo_root;
+    if !root.is_dir() {
+        bail!(
+            "`{}` is not a directory; pass --repo with the root of a dax repository",
+            root.display()
+        );
+    }
+    let has_workspace = options
+        .workspaces
+        .iter()
+        .any(|w| root.join(w).join("Cargo.toml").is_file());
+    if has_workspace || !javascript_plugin_dirs(root).is_empty() {
+        return Ok(());
+    }
+    let looked_for: Vec<String> = options
+        .workspaces
+        .iter()
+        .map(|w| format!("{w}/Cargo.toml"))
+        .collect();
+    let what = if root.join("wit").is_dir() && root.join("plugins").is_dir() {
+        "a dax repository, but it has no plugin workspace".to_string()
+    } else {
+        "not a dax repository (it has no wit/ and plugins/ folders)".to_string()
+    };
+    bail!(
+        "`{}` is {what}: looked for {} and JavaScript plugins (examples/plugins/*/package.json), found none; \
+         pass --repo with the root of a dax repository",
+        root.display(),
+        looked_for.join(", ")
+    )
+}
+
+/// Refuse `-p NAME` for a name that no workspace (nor JavaScript plugin) has, listing
+/// the names that exist.
+fn check_packages_exist(options: &BuildOptions, workspaces: &[Workspace]) -> anyhow::Result<()> {
+    let rust: Vec<&str> = workspaces
+        .iter()
+        .flat_map(|w| w.packages.iter().map(|(name, _)| name.as_str()))
+        .collect();
+    let javascript: Vec<String> = javascript_plugin_dirs(&options.repo_root)
+        .iter()
+        .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    for name in &options.only {
+        if rust.contains(&name.as_str()) {
+            continue;
+        }
+        if javascript.contains(name) {
+            if !options.javascript {
+                bail!("`{name}` is a JavaScript plugin, and JavaScript plugins are not built here (--no-js or --check)");
+            }
+            continue;
+        }
+        let looked_in: Vec<String> = workspaces.iter().map(|w| format!("{}/", w.name)).collect();
+        bail!(
+            "no plugin package named `{name}` in {}; the plugins there are: {}{}",
+            looked_in.join(", "),
+            rust.join(", "),
+            if javascript.is_empty() {
+                String::new()
+            } else {
+                format!("; JavaScript plugins: {}", javascript.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `examples/plugins/*` folders with a `package.json`, sorted.
+fn javascript_plugin_dirs(repo_root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(repo_root.join("examples/plugins")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("package.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// `(package name, lib target name)` of every cdylib crate in a workspace.
@@ -389,17 +502,8 @@ fn build_javascript(
     options: &BuildOptions,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<BuiltPlugin>> {
-    let root = options.repo_root.join("examples/plugins");
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return Ok(Vec::new());
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("package.json").is_file())
-        .collect();
-    dirs.sort();
     let mut built = Vec::new();
-    for dir in dirs {
+    for dir in javascript_plugin_dirs(&options.repo_root) {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         if !options.only.is_empty() && !options.only.contains(&name) {
             continue;

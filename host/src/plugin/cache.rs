@@ -1,22 +1,46 @@
-//! On-disk cache of compiled components.
+//! On-disk cache of compiled components, trusted only when this machine's key vouches for it.
 //!
-//! Key: the sha256 of the `.wasm` bytes and a hash of the engine's compatibility settings
-//! (wasmtime version, target, compiler flags), so a changed plugin or a changed `dax` never
-//! reuses a stale artifact. Only artifacts this cache wrote itself are ever deserialized:
-//! the directory is private to the user (0700) and every entry carries the sha256 of its
-//! contents, checked before loading. Precompiled artifacts from plugin vendors are never
-//! accepted — plugins are distributed as `.wasm` and compiled here.
+//! A compiled `.cwasm` is native code that runs outside the sandbox, so whoever can write the
+//! cache directory (a CI cache restored from another branch, another local user) must not be
+//! able to make `dax` run their code as a pinned plugin. Hence:
+//!
+//! ```text
+//! <cache_dir>/wasmtime-<dax version>-<engine compatibility hash>/<sha256 of the .wasm>.cwasm
+//!     = "DAXCWASM1\n" | tag (32 bytes) | artifact (Component::serialize)
+//! tag = BLAKE3-keyed(key; header, engine tag, wasm sha256, artifact length, artifact)
+//! key = 32 random bytes in `$DAX_CACHE_KEY_FILE` or `<data dir>/dax/cache.key` (mode 0600),
+//!       never inside the cache directory
+//! ```
+//!
+//! An entry is deserialized only when its tag verifies; on any mismatch (wrong tag, other
+//! key, truncated or foreign file, no key yet) the component is recompiled from the pinned
+//! `.wasm` and the entry rewritten. A cache or key that other users could write or read
+//! turns the disk cache off (with a warning): components are then compiled in memory.
+//! Verification is one keyed BLAKE3 pass over the artifact, a small part of a cached load.
 
-use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+/// First bytes of every entry; a new layout gets a new header.
+const HEADER: &[u8] = b"DAXCWASM1\n";
+const TAG_LEN: usize = blake3::OUT_LEN;
+const KEY_LEN: usize = blake3::KEY_LEN;
+/// Where the artifact starts in an entry.
+const ARTIFACT_AT: usize = HEADER.len() + TAG_LEN;
+/// Environment variable naming the key file (default: `<data dir>/dax/cache.key`).
+pub const KEY_FILE_ENV: &str = "DAX_CACHE_KEY_FILE";
+
 #[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
+    /// The engine's compatibility settings, bound into every tag.
+    engine_tag: String,
+    /// `Err(why)` when the disk cache is off; components are then compiled in memory.
+    key: Result<[u8; KEY_LEN], String>,
 }
 
 /// Where a component came from, for benchmarks and `dax plugin inspect`.
@@ -28,27 +52,65 @@ pub enum CompileSource {
     Memory,
 }
 
+/// The key file used unless told otherwise: `$DAX_CACHE_KEY_FILE`, else
+/// `<data dir>/dax/cache.key` (`~/.local/share/dax/cache.key` on Linux).
+pub fn default_key_file() -> Option<PathBuf> {
+    std::env::var_os(KEY_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_local_dir().map(|d| d.join("dax").join("cache.key")))
+}
+
 impl CompileCache {
+    /// The cache under `root` for `engine`, authenticated with the [default key
+    /// file](default_key_file). Never fails: a cache that cannot be trusted is turned off
+    /// with a warning.
     pub fn new(root: &Path, engine: &Engine) -> anyhow::Result<Self> {
+        Ok(Self::with_key_file(
+            root,
+            default_key_file().as_deref(),
+            engine,
+        ))
+    }
+
+    /// Like [`new`](Self::new) with an explicit key file (`None`: no key, no disk cache).
+    pub fn with_key_file(root: &Path, key_file: Option<&Path>, engine: &Engine) -> Self {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let dir = root.join(format!(
+        let engine_tag = format!(
             "wasmtime-{}-{:016x}",
             env!("CARGO_PKG_VERSION"),
             hasher.finish()
-        ));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating compile cache {}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
+        );
+        let dir = root.join(&engine_tag);
+        let key = prepare_dir(root, &dir).and_then(|()| match key_file {
+            Some(path) => load_or_create_key(path),
+            None => Err(format!(
+                "no place for the cache key (no data directory); set {KEY_FILE_ENV} to a file path"
+            )),
+        });
+        if let Err(why) = &key {
+            tracing::warn!("compile cache off, plugins are compiled in memory: {why}");
         }
-        Ok(CompileCache { dir })
+        CompileCache {
+            dir,
+            engine_tag,
+            key,
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Why the disk cache is off, if it is.
+    pub fn disabled_reason(&self) -> Option<&str> {
+        self.key.as_ref().err().map(String::as_str)
+    }
+
+    /// The entry file of the component whose `.wasm` has sha256 `digest`.
+    pub fn entry_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.cwasm"))
     }
 
     /// Load the compiled form of `wasm` (whose sha256 is `digest`) or compile and store it.
@@ -58,36 +120,283 @@ impl CompileCache {
         digest: &str,
         wasm: &[u8],
     ) -> anyhow::Result<(Component, CompileSource)> {
-        let artifact = self.dir.join(format!("{digest}.cwasm"));
-        let check = self.dir.join(format!("{digest}.cwasm.sha256"));
-        if let (Ok(bytes), Ok(expected)) =
-            (std::fs::read(&artifact), std::fs::read_to_string(&check))
-        {
-            if hex::encode(Sha256::digest(&bytes)) == expected.trim() {
-                // SAFETY: the bytes were produced by `Component::serialize` of this same
-                // engine configuration (the directory name pins it), written by this cache
-                // into a user-private directory, and match the digest recorded next to them.
+        let Ok(key) = &self.key else {
+            return Ok((Component::new(engine, wasm)?, CompileSource::Compiled));
+        };
+        let entry = self.entry_path(digest);
+        match self.read_verified(key, digest, &entry) {
+            Ok(Some(verified)) => {
+                let artifact = &verified[ARTIFACT_AT..];
+                // SAFETY: `artifact` is exactly the bytes whose keyed tag verified above, so
+                // this cache wrote them with `Component::serialize` of an engine with these
+                // compatibility settings (the tag binds them) for this very `.wasm` digest.
+                // The key never lives in the cache directory, so no one who can only write
+                // the cache can produce a valid tag.
                 #[allow(unsafe_code)]
-                let loaded = unsafe { Component::deserialize(engine, &bytes) };
+                let loaded = unsafe { Component::deserialize(engine, artifact) };
                 match loaded {
                     Ok(component) => return Ok((component, CompileSource::Cache)),
                     Err(e) => tracing::warn!(
-                        "ignoring unusable cache entry {}: {e:#}",
-                        artifact.display()
+                        "recompiling: cache entry {} did not load: {e:#}",
+                        entry.display()
                     ),
                 }
             }
+            Ok(None) => {}
+            Err(Mismatch::Forged(why)) => tracing::warn!(
+                "recompiling from the pinned .wasm: cache entry {} {why}",
+                entry.display()
+            ),
+            Err(Mismatch::Unusable(why)) => {
+                tracing::debug!("recompiling: cache entry {} {why}", entry.display())
+            }
         }
         let component = Component::new(engine, wasm)?;
-        if let Ok(bytes) = component.serialize() {
-            // Write to a temp file and rename, so a concurrent reader never sees half a file.
-            let tmp = self
-                .dir
-                .join(format!("{digest}.{}.tmp", std::process::id()));
-            if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &artifact).is_ok() {
-                let _ = std::fs::write(&check, hex::encode(Sha256::digest(&bytes)));
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = self.write_entry(key, digest, &entry, &artifact) {
+                    tracing::warn!(
+                        "could not write compile cache entry {}: {e}",
+                        entry.display()
+                    );
+                }
             }
+            Err(e) => tracing::warn!("could not serialize a compiled component: {e:#}"),
         }
         Ok((component, CompileSource::Compiled))
     }
+
+    /// The tag that vouches for `artifact` as the compiled form of `digest` on this engine.
+    fn tag(&self, key: &[u8; KEY_LEN], digest: &str, artifact: &[u8]) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        for part in [HEADER, self.engine_tag.as_bytes(), digest.as_bytes()] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        hasher.update(&(artifact.len() as u64).to_le_bytes());
+        hasher.update(artifact);
+        hasher.finalize()
+    }
+
+    /// The whole of `entry` if its tag verifies (the artifact starts at [`ARTIFACT_AT`]);
+    /// `Ok(None)` when there is no entry.
+    fn read_verified(
+        &self,
+        key: &[u8; KEY_LEN],
+        digest: &str,
+        entry: &Path,
+    ) -> Result<Option<Vec<u8>>, Mismatch> {
+        let meta = match std::fs::symlink_metadata(entry) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Mismatch::Unusable(format!("cannot be read: {e}"))),
+        };
+        // Never follow a link or open a device or FIFO: this cache writes regular files only.
+        if !meta.file_type().is_file() {
+            return Err(Mismatch::Forged("is not a regular file".into()));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::fs::File::open(entry)
+            .and_then(|f| f.take(meta.len()).read_to_end(&mut bytes))
+            .map_err(|e| Mismatch::Unusable(format!("cannot be read: {e}")))?;
+        let Some(rest) = bytes.strip_prefix(HEADER) else {
+            return Err(Mismatch::Unusable(
+                "has no header (an older dax wrote it)".into(),
+            ));
+        };
+        if rest.len() < TAG_LEN {
+            return Err(Mismatch::Forged("is truncated".into()));
+        }
+        let (tag, artifact) = rest.split_at(TAG_LEN);
+        let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
+        // `blake3::Hash` compares in constant time.
+        if self.tag(key, digest, artifact) != blake3::Hash::from_bytes(tag) {
+            return Err(Mismatch::Forged(
+                "is not authenticated by this machine's cache key (the key changed, or the entry was replaced)"
+                    .into(),
+            ));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Write `entry` atomically: a private temporary file renamed over it, so a concurrent
+    /// reader sees the old entry or the new one, never half of one.
+    fn write_entry(
+        &self,
+        key: &[u8; KEY_LEN],
+        digest: &str,
+        entry: &Path,
+        artifact: &[u8],
+    ) -> std::io::Result<()> {
+        let tag = self.tag(key, digest, artifact);
+        let tmp = self
+            .dir
+            .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
+        let written = write_private(&tmp, &[HEADER, tag.as_bytes(), artifact])
+            .and_then(|()| std::fs::rename(&tmp, entry));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        // The digest file an older dax kept next to each entry means nothing now.
+        let _ = std::fs::remove_file(self.dir.join(format!("{digest}.cwasm.sha256")));
+        written
+    }
+}
+
+/// Write `parts` to a new file at `path`, readable by this user only. `create_new`
+/// refuses to follow anything (a planted link) already at that name.
+fn write_private(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    // No fsync: after a crash a torn entry fails its tag and a torn key is replaced.
+    for part in parts {
+        file.write_all(part)?;
+    }
+    Ok(())
+}
+
+/// Why an entry was not used.
+enum Mismatch {
+    /// Someone else's bytes may be in there: worth a warning.
+    Forged(String),
+    /// Unreadable or from an older layout: recompiled quietly.
+    Unusable(String),
+}
+
+/// Create the cache directories (private to the user when this creates them) and check
+/// that no other user can write them.
+fn prepare_dir(root: &Path, dir: &Path) -> Result<(), String> {
+    let root_existed = root.exists();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the cache directory {}: {e}", dir.display()))?;
+    if !root_existed {
+        let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
+    }
+    for d in [root, dir] {
+        check_private(d, "cache directory", 0o022)?;
+    }
+    Ok(())
+}
+
+/// Refuse `path` unless it is owned by this user and has none of the `forbidden` mode bits.
+fn check_private(path: &Path, what: &str, forbidden: u32) -> Result<(), String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot inspect the {what} {}: {e}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "the {what} {} is owned by uid {}, not by this user (uid {me}); use a directory of your own \
+             (set DAX_CACHE_DIR / {KEY_FILE_ENV})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & forbidden != 0 {
+        let (access, risk, fix) = if forbidden == 0o022 {
+            (
+                "writable by group or others",
+                "others could plant code in it",
+                "go-w",
+            )
+        } else {
+            (
+                "accessible to group or others",
+                "others could forge cache entries",
+                "go-rwx",
+            )
+        };
+        return Err(format!(
+            "the {what} {} is {access} (mode {mode:04o}), so {risk}; run `chmod {fix} {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Read the 32-byte key at `path`, creating it (mode 0600) if it does not exist.
+fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.exists() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            format!(
+                "cannot create the directory of the cache key {}: {e}",
+                path.display()
+            )
+        })?;
+        let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+    }
+    // Whoever may replace the key file may choose the key. A sticky directory (`/tmp`)
+    // protects files from other users, so only its group/other write bits without the
+    // sticky bit matter.
+    let parent_mode = std::fs::metadata(parent)
+        .map_err(|e| format!("cannot inspect {}: {e}", parent.display()))?
+        .mode();
+    if parent_mode & 0o022 != 0 && parent_mode & 0o1000 == 0 {
+        return Err(format!(
+            "the directory of the cache key {} is writable by group or others (mode {:04o}); \
+             run `chmod go-w {}` or set {KEY_FILE_ENV}",
+            parent.display(),
+            parent_mode & 0o7777,
+            parent.display()
+        ));
+    }
+    for _ in 0..3 {
+        match std::fs::metadata(path).and_then(|meta| {
+            if !meta.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            std::fs::read(path)
+        }) {
+            Ok(bytes) => {
+                check_private(path, "cache key file", 0o077)?;
+                if let Ok(key) = <[u8; KEY_LEN]>::try_from(bytes.as_slice()) {
+                    return Ok(key);
+                }
+                // Damaged (e.g. a full disk): replace it; entries tagged with it recompile.
+                tracing::warn!(
+                    "cache key {} is damaged ({} bytes, not {KEY_LEN}); making a new one",
+                    path.display(),
+                    bytes.len()
+                );
+                write_new_key(path, parent, true)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_new_key(path, parent, false)?;
+            }
+            Err(e) => return Err(format!("cannot read the cache key {}: {e}", path.display())),
+        }
+    }
+    Err(format!(
+        "the cache key {} keeps changing under dax",
+        path.display()
+    ))
+}
+
+/// Write a fresh random key to `path` through a private temporary file. Without `replace`,
+/// an existing key (another `dax` was faster) wins and is read by the caller's next round.
+fn write_new_key(path: &Path, parent: &Path, replace: bool) -> Result<(), String> {
+    let key: [u8; KEY_LEN] = rand::random();
+    let tmp = parent.join(format!(".cache.key.{:016x}.tmp", rand::random::<u64>()));
+    let fail = |e: std::io::Error| format!("cannot write the cache key {}: {e}", path.display());
+    let result = write_private(&tmp, &[&key]).and_then(|()| {
+        if replace {
+            std::fs::rename(&tmp, path)
+        } else {
+            // `link` never replaces an existing file, unlike `rename`.
+            match std::fs::hard_link(&tmp, path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    result.map_err(fail)
 }

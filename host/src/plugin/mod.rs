@@ -19,9 +19,11 @@ pub mod cache;
 pub mod capabilities;
 mod roles;
 pub mod sandbox;
+pub mod source;
 pub mod spec;
 
 pub use cache::CompileSource;
+pub use source::resolve_source;
 pub use spec::{DirGrant, Grants, HttpAuth, Limits, PluginSpec};
 
 use crate::contract::{
@@ -216,7 +218,7 @@ impl PluginHost {
         spec: &PluginSpec,
         base_dir: &Path,
     ) -> Result<LoadedPlugin, LoadError> {
-        let (bytes, origin) = resolve_source(name, &spec.source, base_dir)
+        let (bytes, origin) = resolve_source(name, spec, base_dir)
             .await
             .map_err(LoadError::from)?;
         self.load_bytes(name, spec, base_dir, &bytes, &origin)
@@ -397,57 +399,6 @@ fn engine_config(pooling: bool) -> Config {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
-}
-
-/// Fetch the bytes named by a `source`, returning them with a description for messages.
-pub async fn resolve_source(
-    name: &str,
-    source: &str,
-    base_dir: &Path,
-) -> anyhow::Result<(Vec<u8>, String)> {
-    if let Some(builtin) = source.strip_prefix("builtin:") {
-        if builtin::NATIVE.iter().any(|(n, _, _)| *n == builtin) {
-            anyhow::bail!("plugin `{name}`: `builtin:{builtin}` is host-native, not a Wasm plugin");
-        }
-        return builtin::wasm(builtin)
-            .map(|b| (b.to_vec(), format!("builtin:{builtin}")))
-            .ok_or_else(|| {
-                let mut known: Vec<&str> = builtin::names();
-                known.extend(builtin::NATIVE.iter().map(|(n, _, _)| *n));
-                anyhow::anyhow!(
-                    "plugin `{name}`: unknown builtin plugin `{builtin}`; available builtins: {}",
-                    known.join(", ")
-                )
-            });
-    }
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let response = reqwest::get(source)
-            .await
-            .with_context(|| format!("plugin `{name}`: downloading {source}"))?;
-        if !response.status().is_success() {
-            anyhow::bail!(
-                "plugin `{name}`: downloading {source} failed with HTTP {}",
-                response.status()
-            );
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .with_context(|| format!("plugin `{name}`: downloading {source}"))?;
-        return Ok((bytes.to_vec(), source.to_string()));
-    }
-    let path = if Path::new(source).is_absolute() {
-        PathBuf::from(source)
-    } else {
-        base_dir.join(source)
-    };
-    let bytes = std::fs::read(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "plugin `{name}`: cannot read source `{source}` ({}): {e}; use `builtin:NAME`, a path to a .wasm file, or an https:// URL",
-            path.display()
-        )
-    })?;
-    Ok((bytes, path.display().to_string()))
 }
 
 /// Refuse anything that is not a WebAssembly component, saying what it is instead.

@@ -10,11 +10,15 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
     /// `builtin:NAME`, a path to a `.wasm` file (relative to the TOML file), or an
-    /// `http(s)://` URL.
+    /// `https://` URL (see [`super::source`] for the rules a URL must follow).
     pub source: String,
     /// Pinned sha256 of the `.wasm` (hex). Required for URLs; checked whenever given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Allow a plain `http://` source (refused by default: anyone on the network path can
+    /// read and alter it). The `sha256` pin is required and checked all the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
     /// The plugin's own config table, passed to it as JSON.
     #[serde(default = "empty_table")]
     pub config: toml::Value,

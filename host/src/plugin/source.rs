@@ -1,0 +1,350 @@
+//! Where a plugin's bytes come from — `builtin:NAME`, a local `.wasm` path or a URL — and
+//! the rules that keep a downloaded plugin as trustworthy as a file the operator reviewed:
+//!
+//! - a URL source must pin `sha256` (checked by `dax validate` and before every download;
+//!   the digest itself is compared after loading, like every pin);
+//! - plain `http://` is refused unless the plugin's table says `allow_insecure_http = true`,
+//!   and an `https://` download may not be redirected to `http://`;
+//! - a download is bounded in size ([`DownloadLimits::max_bytes`], 64 MiB) and in time
+//!   ([`DownloadLimits::timeout`], 60 s), so a hostile server can neither fill memory nor
+//!   hang `dax`.
+
+use super::builtin;
+use super::spec::PluginSpec;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bounds on downloading a plugin from a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// Largest component accepted, in bytes; the download stops as soon as it is passed.
+    pub max_bytes: u64,
+    /// Wall-clock time for the whole download: connecting, headers and body.
+    pub timeout: Duration,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        DownloadLimits {
+            max_bytes: 64 << 20,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What kind of place a `source` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind<'a> {
+    /// `builtin:NAME`
+    Builtin(&'a str),
+    /// `https://...`
+    Https,
+    /// `http://...`
+    Http,
+    /// `SCHEME://...` for any other scheme (refused).
+    OtherScheme(&'a str),
+    /// A file path, relative to the deployment file's folder unless absolute.
+    Path,
+}
+
+impl<'a> SourceKind<'a> {
+    pub fn of(source: &'a str) -> Self {
+        if let Some(name) = source.strip_prefix("builtin:") {
+            return SourceKind::Builtin(name);
+        }
+        match source.split_once("://") {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => SourceKind::Https,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => SourceKind::Http,
+            // A scheme is letters, digits, `+`, `-`, `.` (RFC 3986); anything else with `://`
+            // in it is an odd but possible file name.
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                SourceKind::OtherScheme(scheme)
+            }
+            _ => SourceKind::Path,
+        }
+    }
+
+    fn is_url(self) -> bool {
+        matches!(self, SourceKind::Https | SourceKind::Http)
+    }
+}
+
+/// A pinning rule a `[plugins.NAME]` table breaks, found without fetching anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinningProblem {
+    /// The key of `[plugins.NAME]` to fix: `source` or `sha256`.
+    pub field: &'static str,
+    pub message: String,
+    pub help: String,
+}
+
+/// Check the pinning rules of one plugin table: used by `dax validate` (as located
+/// problems) and before any download.
+pub fn pinning_problems(name: &str, spec: &PluginSpec) -> Vec<PinningProblem> {
+    let mut problems = Vec::new();
+    let source = spec.source.as_str();
+    let kind = SourceKind::of(source);
+    if let SourceKind::OtherScheme(scheme) = kind {
+        problems.push(PinningProblem {
+            field: "source",
+            message: format!(
+                "plugin `{name}`: `{scheme}://` sources are not supported (source `{source}`)"
+            ),
+            help: "use `builtin:NAME`, a path to a .wasm file, or an https:// URL with a pinned `sha256`"
+                .into(),
+        });
+    }
+    if kind == SourceKind::Http && !spec.allow_insecure_http {
+        problems.push(PinningProblem {
+            field: "source",
+            message: format!(
+                "plugin `{name}`: `{source}` is plain http://, which anyone on the network path can read and alter"
+            ),
+            help: format!(
+                "use an https:// URL, or, on a network you trust, set `allow_insecure_http = true` in [plugins.{name}] \
+                 (the `sha256` pin is still required and checked)"
+            ),
+        });
+    }
+    match &spec.sha256 {
+        None if kind.is_url() => problems.push(PinningProblem {
+            field: "sha256",
+            message: format!(
+                "plugin `{name}` is downloaded from `{source}` but pins no `sha256`; dax runs a downloaded plugin only when its digest is pinned"
+            ),
+            help: format!(
+                "download it once, review it, and add its digest to [plugins.{name}]: `sha256 = \"...\"` \
+                 (e.g. `curl -fsSL {source} | sha256sum`, or `dax plugin inspect FILE` on the downloaded file)"
+            ),
+        }),
+        Some(pin) if normalize_pin(pin).is_none() => problems.push(PinningProblem {
+            field: "sha256",
+            message: format!("plugin `{name}`: `sha256 = \"{pin}\"` is not a sha256 digest"),
+            help: "write the 64 hex digits of the digest, optionally prefixed with `sha256:`"
+                .into(),
+        }),
+        _ => {}
+    }
+    problems
+}
+
+/// A pinned digest as 64 lowercase hex digits, accepting a `sha256:` prefix.
+pub fn normalize_pin(pin: &str) -> Option<String> {
+    let hex = pin.trim();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// Fetch the bytes named by `spec.source` (relative paths against `base_dir`), returning
+/// them with a description for messages. URLs are downloaded within the default
+/// [`DownloadLimits`].
+pub async fn resolve_source(
+    name: &str,
+    spec: &PluginSpec,
+    base_dir: &Path,
+) -> anyhow::Result<(Vec<u8>, String)> {
+    resolve_source_within(name, spec, base_dir, &DownloadLimits::default()).await
+}
+
+/// [`resolve_source`] with explicit download bounds.
+pub async fn resolve_source_within(
+    name: &str,
+    spec: &PluginSpec,
+    base_dir: &Path,
+    limits: &DownloadLimits,
+) -> anyhow::Result<(Vec<u8>, String)> {
+    let source = spec.source.as_str();
+    if let Some(problem) = pinning_problems(name, spec).into_iter().next() {
+        anyhow::bail!("{} ({})", problem.message, problem.help);
+    }
+    match SourceKind::of(source) {
+        SourceKind::Builtin(builtin) => resolve_builtin(name, builtin),
+        SourceKind::Https | SourceKind::Http => {
+            let bytes = download(name, source, spec.allow_insecure_http, limits).await?;
+            Ok((bytes, source.to_string()))
+        }
+        SourceKind::OtherScheme(_) => unreachable!("refused by pinning_problems"),
+        SourceKind::Path => {
+            let path = if Path::new(source).is_absolute() {
+                PathBuf::from(source)
+            } else {
+                base_dir.join(source)
+            };
+            let bytes = std::fs::read(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "plugin `{name}`: cannot read source `{source}` ({}): {e}; use `builtin:NAME`, a path to a .wasm file, or an https:// URL",
+                    path.display()
+                )
+            })?;
+            Ok((bytes, path.display().to_string()))
+        }
+    }
+}
+
+fn resolve_builtin(name: &str, builtin: &str) -> anyhow::Result<(Vec<u8>, String)> {
+    if builtin::NATIVE.iter().any(|(n, _, _)| *n == builtin) {
+        anyhow::bail!("plugin `{name}`: `builtin:{builtin}` is host-native, not a Wasm plugin");
+    }
+    builtin::wasm(builtin)
+        .map(|b| (b.to_vec(), format!("builtin:{builtin}")))
+        .ok_or_else(|| {
+            let mut known: Vec<&str> = builtin::names();
+            known.extend(builtin::NATIVE.iter().map(|(n, _, _)| *n));
+            anyhow::anyhow!(
+                "plugin `{name}`: unknown builtin plugin `{builtin}`; available builtins: {}",
+                known.join(", ")
+            )
+        })
+}
+
+/// Download `url` within `limits`, streaming so memory never holds more than the bound.
+async fn download(
+    name: &str,
+    url: &str,
+    allow_insecure_http: bool,
+    limits: &DownloadLimits,
+) -> anyhow::Result<Vec<u8>> {
+    let max = limits.max_bytes;
+    let too_big = || {
+        anyhow::anyhow!(
+            "plugin `{name}`: downloading {url} stopped: the component is larger than the {} limit for plugin downloads; \
+             check the URL (a plugin component is rarely more than a few MiB)",
+            format_bytes(max)
+        )
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(limits.timeout)
+        .redirect(redirect_policy(allow_insecure_http))
+        .build()?;
+    let fetch = async {
+        let mut response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("plugin `{name}`: downloading {url}: {e:#}"))?;
+        if !response.status().is_success() {
+            anyhow::bail!(
+                "plugin `{name}`: downloading {url} failed with HTTP {}",
+                response.status()
+            );
+        }
+        if response.content_length().is_some_and(|len| len > max) {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow::anyhow!("plugin `{name}`: downloading {url}: {e:#}"))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(too_big());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(limits.timeout, fetch).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!(
+            "plugin `{name}`: downloading {url} did not finish within {}, the time limit for plugin downloads; \
+             check that the server is reachable and serving the file",
+            super::spec::duration_str::format(limits.timeout)
+        ),
+    }
+}
+
+/// Follow at most 5 redirects, and never from https:// down to plain http:// unless the
+/// operator allowed plain HTTP for this plugin.
+fn redirect_policy(allow_insecure_http: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("too many redirects (more than 5)")
+        } else if attempt.url().scheme() == "http" && !allow_insecure_http {
+            let to = attempt.url().to_string();
+            attempt.error(format!(
+                "redirected to plain http:// ({to}); set `allow_insecure_http = true` to allow it"
+            ))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+fn format_bytes(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: &str, sha256: Option<&str>) -> PluginSpec {
+        PluginSpec {
+            source: source.into(),
+            sha256: sha256.map(String::from),
+            allow_insecure_http: false,
+            config: toml::Value::Table(Default::default()),
+            grants: Default::default(),
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn classifies_sources() {
+        assert_eq!(
+            SourceKind::of("builtin:canary"),
+            SourceKind::Builtin("canary")
+        );
+        assert_eq!(SourceKind::of("HTTPS://x/p.wasm"), SourceKind::Https);
+        assert_eq!(SourceKind::of("http://x/p.wasm"), SourceKind::Http);
+        assert_eq!(
+            SourceKind::of("ftp://x/p.wasm"),
+            SourceKind::OtherScheme("ftp")
+        );
+        assert_eq!(SourceKind::of("./p.wasm"), SourceKind::Path);
+        assert_eq!(SourceKind::of("/abs/p.wasm"), SourceKind::Path);
+        assert_eq!(SourceKind::of("odd dir://p.wasm"), SourceKind::Path);
+    }
+
+    #[test]
+    fn urls_must_pin_and_http_must_opt_in() {
+        let pin = "a".repeat(64);
+        assert!(pinning_problems("p", &spec("./p.wasm", None)).is_empty());
+        assert!(pinning_problems("p", &spec("builtin:canary", None)).is_empty());
+        assert!(pinning_problems("p", &spec("https://x/p.wasm", Some(&pin))).is_empty());
+        let unpinned = pinning_problems("p", &spec("https://x/p.wasm", None));
+        assert_eq!(unpinned.len(), 1);
+        assert_eq!(unpinned[0].field, "sha256");
+        assert!(unpinned[0].message.contains("pins no `sha256`"));
+        let http = pinning_problems("p", &spec("http://x/p.wasm", Some(&pin)));
+        assert_eq!(http.len(), 1);
+        assert_eq!(http[0].field, "source");
+        assert!(http[0].help.contains("allow_insecure_http = true"));
+        let mut allowed = spec("http://x/p.wasm", Some(&pin));
+        allowed.allow_insecure_http = true;
+        assert!(pinning_problems("p", &allowed).is_empty());
+        let bad_pin = pinning_problems("p", &spec("./p.wasm", Some("abc")));
+        assert_eq!(bad_pin[0].field, "sha256");
+        assert_eq!(
+            normalize_pin(&format!("sha256:{}", "AB".repeat(32))),
+            Some("ab".repeat(32))
+        );
+    }
+}
