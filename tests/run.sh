@@ -38,6 +38,16 @@ echo "ok"
 step "formatting"
 cargo fmt --all -- --check
 
+step "lints (clippy -D warnings: the workspace and every plugin package)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# One package per cargo invocation: the SDK allows one plugin role per build.
+for ws in plugins examples/plugins tests/plugins; do
+  for pkg in $(cd "$ws" && cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do
+    (cd "$ws" && cargo clippy --quiet -p "$pkg" --all-targets -- -D warnings) || { echo "clippy: $ws/$pkg has warnings"; exit 1; }
+  done
+done
+echo ok
+
 step "build dax"
 cargo build -p dax --quiet
 
