@@ -118,8 +118,12 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                     Err(e) => rows.push(serde_json::json!({"name": name, "kind": "wasm", "error": format!("{e:#}")})),
                 }
             }
-            for (name, role, description) in builtin::NATIVE {
-                rows.push(serde_json::json!({"name": name, "kind": "native", "role": role, "description": description}));
+            for (name, plugin) in crate::engine::builtins::native_builtins() {
+                let info = plugin.info();
+                rows.push(serde_json::json!({
+                    "name": name, "kind": "native", "role": info.role, "version": info.version,
+                    "description": info.description,
+                }));
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -6,11 +6,20 @@ use crate::contract::{CallResult, ConfigProblem, MetricProvider, PluginInfo, Tar
 use crate::local::{LocalMetrics, LocalTarget};
 use std::sync::Arc;
 
+/// The one registry of host-native builtins: `(name, plugin)`, used as `builtin:NAME`. They
+/// are implemented in Rust inside the host rather than as Wasm because they need what no
+/// plugin is granted (spawning processes, serving a proxy); `info()` gives their role and
+/// description to `dax plugin list`.
 pub fn native_builtins() -> Vec<(&'static str, Arc<dyn ResolvedPlugin>)> {
     vec![
-        ("builtin:local", Arc::new(LocalTargetPlugin)),
-        ("builtin:local-metrics", Arc::new(LocalMetricsPlugin)),
+        ("local", Arc::new(LocalTargetPlugin)),
+        ("local-metrics", Arc::new(LocalMetricsPlugin)),
     ]
+}
+
+/// Names of the host-native builtins (without `builtin:`).
+pub fn native_names() -> Vec<&'static str> {
+    native_builtins().into_iter().map(|(n, _)| n).collect()
 }
 
 struct LocalTargetPlugin;

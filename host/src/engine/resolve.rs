@@ -75,8 +75,8 @@ pub struct HostResolver {
 impl HostResolver {
     pub fn new(options: crate::plugin::HostOptions) -> Self {
         let mut natives: HashMap<String, Arc<dyn ResolvedPlugin>> = HashMap::new();
-        for (source, plugin) in super::builtins::native_builtins() {
-            natives.insert(source.to_string(), plugin);
+        for (name, plugin) in super::builtins::native_builtins() {
+            natives.insert(format!("builtin:{name}"), plugin);
         }
         HostResolver {
             host: tokio::sync::OnceCell::new(),

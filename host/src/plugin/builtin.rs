@@ -19,17 +19,5 @@ pub fn names() -> Vec<&'static str> {
     BUILTIN_PLUGINS.iter().map(|(n, _)| *n).collect()
 }
 
-/// Host-native builtins: implemented in Rust inside the host rather than as Wasm, because
-/// they need what no plugin is granted (spawning processes, serving a proxy).
-pub const NATIVE: &[(&str, crate::contract::PluginRole, &str)] = &[
-    (
-        "local",
-        crate::contract::PluginRole::Target,
-        "Runs each version as local processes behind the host's weighted HTTP proxy",
-    ),
-    (
-        "local-metrics",
-        crate::contract::PluginRole::MetricProvider,
-        "Request success rate and latency measured by the local target's proxy",
-    ),
-];
+// Host-native builtins (`builtin:local`, `builtin:local-metrics`) are not here: their one
+// registry, with their descriptions, is `crate::engine::builtins`.

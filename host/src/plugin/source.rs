@@ -192,14 +192,15 @@ pub async fn resolve_source_within(
 }
 
 fn resolve_builtin(name: &str, builtin: &str) -> anyhow::Result<(Vec<u8>, String)> {
-    if builtin::NATIVE.iter().any(|(n, _, _)| *n == builtin) {
+    let natives = crate::engine::builtins::native_names();
+    if natives.contains(&builtin) {
         anyhow::bail!("plugin `{name}`: `builtin:{builtin}` is host-native, not a Wasm plugin");
     }
     builtin::wasm(builtin)
         .map(|b| (b.to_vec(), format!("builtin:{builtin}")))
         .ok_or_else(|| {
             let mut known: Vec<&str> = builtin::names();
-            known.extend(builtin::NATIVE.iter().map(|(n, _, _)| *n));
+            known.extend(natives);
             anyhow::anyhow!(
                 "plugin `{name}`: unknown builtin plugin `{builtin}`; available builtins: {}",
                 known.join(", ")
