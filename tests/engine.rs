@@ -9,6 +9,7 @@ use dax::config;
 use dax::contract::{CheckVerdict, FinalStatus, Outcome};
 use dax::engine::{Engine, HostResolver};
 use dax::state::{ControlAction, Event, Record, StateDir};
+use dax_tests::dax_bin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -681,27 +682,6 @@ async fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 // ------------------------------------------------------------------ the dax binary
-
-fn dax_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // tests run from target/<profile>/deps; the binary is in target/<profile>.
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "dax", "--bin", "dax"])
-                .current_dir(dax_tests::repo_root())
-                .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the dax binary failed");
-            let bin = dir.join("dax");
-            assert!(bin.exists(), "no dax binary at {}", bin.display());
-            bin
-        })
-        .clone()
-}
 
 fn dax(args: &[&str], cwd: &Path) -> std::process::Output {
     Command::new(dax_bin())

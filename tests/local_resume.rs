@@ -10,6 +10,7 @@
 use dax::contract::FinalStatus;
 use dax::local::process::{pid_alive, OWNER_ENV};
 use dax::state::{Event, Record, StateDir};
+use dax_tests::dax_bin;
 use dax_tests::demo_app;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -175,25 +176,6 @@ impl Drop for World {
 
 fn cache_dir() -> PathBuf {
     dax_tests::repo_root().join("target/test-component-cache")
-}
-
-fn dax_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // tests run from target/<profile>/deps; the binary is in target/<profile>.
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "dax", "--bin", "dax"])
-                .current_dir(dax_tests::repo_root())
-                .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the dax binary failed");
-            dir.join("dax")
-        })
-        .clone()
 }
 
 fn output(mut cmd: Command) -> (Option<i32>, String, String) {

@@ -6,6 +6,7 @@ use dax::contract::{MetricAnswer, MetricQuery, QueryKind};
 use dax::plugin::cache::CompileCache;
 use dax::plugin::source::{resolve_source_within, DownloadLimits};
 use dax::plugin::{CompileSource, HostOptions, PluginHost, PluginSpec};
+use dax_tests::dax_bin;
 use dax_tests::{plugin_path, spec};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -579,26 +580,6 @@ async fn a_stalled_download_stops_at_the_time_bound() {
 }
 
 // ---------------------------------------------------------------- dax plugin build
-
-/// The `dax` binary of this build (built on first use).
-fn dax_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // tests run from target/<profile>/deps; the binary is in target/<profile>.
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "dax", "--bin", "dax"])
-                .current_dir(dax_tests::repo_root())
-                .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the dax binary failed");
-            dir.join("dax")
-        })
-        .clone()
-}
 
 fn plugin_build(args: &[&str]) -> (i32, String) {
     let out = Command::new(dax_bin())

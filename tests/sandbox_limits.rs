@@ -5,6 +5,7 @@
 
 use dax::contract::{CallError, MetricAnswer, MetricQuery, Observation, Outcome, QueryKind};
 use dax::plugin::{DirGrant, Limits, LoadError, PluginHost, PluginSpec};
+use dax_tests::dax_bin;
 use dax_tests::{fresh_host, plugin_path, spec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -854,23 +855,4 @@ async fn load_errors_name_the_field_to_fix() {
             .unwrap(),
         MetricAnswer::Value(6.0)
     );
-}
-
-fn dax_bin() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // tests run from target/<profile>/deps; the binary is in target/<profile>.
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "dax", "--bin", "dax"])
-                .current_dir(dax_tests::repo_root())
-                .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the dax binary failed");
-            dir.join("dax")
-        })
-        .clone()
 }

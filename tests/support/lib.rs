@@ -76,6 +76,29 @@ pub fn js_plugin(name: &str) -> PathBuf {
     path
 }
 
+/// The `dax` binary of this checkout, built once per test process into the same target
+/// directory as the tests (for tests that run the CLI as a user would).
+pub fn dax_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // tests run from target/<profile>/deps; the binary is in target/<profile>.
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "dax", "--bin", "dax"])
+                .current_dir(repo_root())
+                .env("CARGO_TARGET_DIR", dir.parent().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the dax binary failed");
+            let bin = dir.join("dax");
+            assert!(bin.exists(), "no dax binary at {}", bin.display());
+            bin
+        })
+        .clone()
+}
+
 /// Serialise plugin builds across test processes running at the same time.
 fn build_lock() -> std::fs::File {
     let dir = repo_root().join("target");
