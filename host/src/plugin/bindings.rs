@@ -1,14 +1,26 @@
-//! Host-side bindings generated from `wit/`, one module per plugin world.
+//! Host-side bindings generated from `wit/`: one module for the `capabilities` world
+//! (every capability a plugin can import, `dax:host/*`) and one per plugin role world.
 //!
-//! The `target` world's module owns the shared `dax:plugin/types` and `dax:host/log`
-//! definitions; the other worlds reuse them through `with`, so a type such as
-//! `PluginError` exists once on the host side.
+//! The role worlds include that world; their bindings reuse the `capabilities` module's
+//! capability interfaces for the whole `dax:host` package, and the `target` module's
+//! `dax:plugin/types`, through `with`, so each type exists once on the host side and a new
+//! capability needs no edit here.
+
+pub mod capabilities {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "dax:host/capabilities",
+    });
+}
 
 pub mod target {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "dax:plugin/target-plugin",
         exports: { default: async },
+        with: {
+            "dax:host": super::capabilities::dax::host,
+        },
     });
 }
 
@@ -19,7 +31,7 @@ pub mod scanner {
         exports: { default: async },
         with: {
             "dax:plugin/types": super::target::dax::plugin::types,
-            "dax:host/log": super::target::dax::host::log,
+            "dax:host": super::capabilities::dax::host,
         },
     });
 }
@@ -31,7 +43,7 @@ pub mod metric_provider {
         exports: { default: async },
         with: {
             "dax:plugin/types": super::target::dax::plugin::types,
-            "dax:host/log": super::target::dax::host::log,
+            "dax:host": super::capabilities::dax::host,
         },
     });
 }
@@ -43,10 +55,10 @@ pub mod strategy {
         exports: { default: async },
         with: {
             "dax:plugin/types": super::target::dax::plugin::types,
-            "dax:host/log": super::target::dax::host::log,
+            "dax:host": super::capabilities::dax::host,
         },
     });
 }
 
-pub use target::dax::host::log as host_log;
+pub use capabilities::dax::host::log as host_log;
 pub use target::dax::plugin::types as wit_types;

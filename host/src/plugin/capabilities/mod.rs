@@ -4,3 +4,17 @@
 
 pub mod fs;
 pub mod log;
+
+use super::sandbox::PluginState;
+use wasmtime::component::{HasSelf, Linker};
+
+/// Link every host capability (`dax:host/*`): the `capabilities` world's bindings link all of its
+/// imports at once, each answered by the `Host` trait its module implements on
+/// [`PluginState`]. See the README's "Adding a capability".
+pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
+    super::bindings::capabilities::Capabilities::add_to_linker::<PluginState, HasSelf<PluginState>>(
+        linker,
+        |s| s,
+    )?;
+    Ok(())
+}
