@@ -2,11 +2,12 @@
 //! a URL source must pin its digest, use https unless the operator opts in, and stay within
 //! size and time bounds; and `dax plugin build` that builds nothing fails.
 
-use dax::contract::{MetricAnswer, MetricQuery, QueryKind};
+use dax::contract::MetricAnswer;
 use dax::plugin::cache::CompileCache;
 use dax::plugin::source::{resolve_source_within, DownloadLimits};
 use dax::plugin::{CompileSource, HostOptions, PluginHost, PluginSpec};
 use dax_tests::dax_bin;
+use dax_tests::query;
 use dax_tests::{plugin_path, spec};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,16 +16,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn query(text: &str) -> MetricQuery {
-    MetricQuery {
-        text: text.into(),
-        kind: QueryKind::Instant,
-        window_ms: 60_000,
-        step_ms: 0,
-        vars: vec![],
-    }
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

@@ -3,24 +3,15 @@
 //! well-behaved plugin keeps working in the same host, and every way loading must refuse.
 
 use dax::contract::{
-    Artifact, CallError, FinalStatus, MetricAnswer, MetricQuery, Observation, Outcome, QueryKind,
-    Slot, Step, TrafficSplit, Workload,
+    Artifact, CallError, FinalStatus, MetricAnswer, Observation, Outcome, Slot, Step, TrafficSplit,
+    Workload,
 };
 use dax::plugin::{CompileSource, DirGrant, Limits, PluginSpec};
+use dax_tests::query;
 use dax_tests::{fresh_host, plugin_path, spec};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn query(text: &str) -> MetricQuery {
-    MetricQuery {
-        text: text.into(),
-        kind: QueryKind::Instant,
-        window_ms: 60_000,
-        step_ms: 0,
-        vars: vec![],
-    }
-}
 
 fn fault_reason(result: Result<MetricAnswer, CallError>) -> String {
     match result {

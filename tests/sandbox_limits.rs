@@ -3,9 +3,10 @@
 //! the real plugin host. Each test asserts the refusal text and that the host, the same
 //! plugin and a healthy plugin keep working.
 
-use dax::contract::{CallError, MetricAnswer, MetricQuery, Observation, Outcome, QueryKind};
+use dax::contract::{CallError, MetricAnswer, Observation, Outcome};
 use dax::plugin::{DirGrant, Limits, LoadError, PluginHost, PluginSpec};
 use dax_tests::dax_bin;
+use dax_tests::query;
 use dax_tests::{fresh_host, plugin_path, spec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,16 +15,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1024 * 1024;
-
-fn query(text: &str) -> MetricQuery {
-    MetricQuery {
-        text: text.into(),
-        kind: QueryKind::Instant,
-        window_ms: 60_000,
-        step_ms: 0,
-        vars: vec![],
-    }
-}
 
 fn fault(result: Result<impl std::fmt::Debug, CallError>, plugin: &str) -> String {
     match result {

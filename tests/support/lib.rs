@@ -76,6 +76,17 @@ pub fn js_plugin(name: &str) -> PathBuf {
     path
 }
 
+/// An instant metric query with `text` over a one-minute window.
+pub fn query(text: &str) -> dax::contract::MetricQuery {
+    dax::contract::MetricQuery {
+        text: text.into(),
+        kind: dax::contract::QueryKind::Instant,
+        window_ms: 60_000,
+        step_ms: 0,
+        vars: vec![],
+    }
+}
+
 /// The `dax` binary of this checkout, built once per test process into the same target
 /// directory as the tests (for tests that run the CLI as a user would).
 pub fn dax_bin() -> PathBuf {

@@ -254,7 +254,9 @@ impl Engine {
         if let Some(report) = replay::finished_report(id, &records) {
             return Ok(report);
         }
-        if let Some(pid) = Summary::fold(id, &records).live_host() {
+        // The same folds the live run keeps: what the summary shows, what the ledger knows.
+        let summary = Summary::fold(id, &records);
+        if let Some(pid) = summary.live_host() {
             return Err(anyhow!(
                 "deployment `{id}` is still run by process {pid}; stop that process first (or use `dax abort {id}` to roll it back from there)"
             )
@@ -294,8 +296,7 @@ impl Engine {
         let offset = records.last().map(|r| r.elapsed_ms).unwrap_or(0);
         let cfg = Arc::new(cfg);
         let mut run = Run::new(self, id, cfg.clone(), journal, observer, offset);
-        // The same folds the live run keeps: what the summary shows, what the ledger knows.
-        run.summary = Summary::fold(id, &records);
+        run.summary = summary;
         run.ledger = ledger::Ledger::fold(&records);
         if let Err(e) = run.instantiate(&set).await {
             return Ok(run
