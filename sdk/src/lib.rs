@@ -102,6 +102,10 @@ macro_rules! role_module {
                 }
             }
 
+            /// Kubernetes API calls made by the host with the operator's credentials
+            /// (`dax:host/kube`); only what `[plugins.NAME.grants.kube]` grants gets through.
+            pub use bindings::dax::host::kube;
+
             /// Log through the host (`dax:host/log`): lines appear in the host's output
             /// tagged with the plugin's name.
             pub mod log {

@@ -10,6 +10,7 @@ pub mod capabilities {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "dax:host/capabilities",
+        imports: { "dax:host/kube": async },
     });
 }
 

@@ -3,6 +3,7 @@
 //! doing any work.
 
 pub mod fs;
+pub mod kube;
 pub mod log;
 
 use super::sandbox::PluginState;
