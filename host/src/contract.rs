@@ -143,6 +143,17 @@ pub struct TrafficSplit {
     pub mirror_percent: u8,
 }
 
+/// What a target's `set-traffic` can carry out with its config (mirrors `traffic-support`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficSupport {
+    pub weights: bool,
+    pub header_matches: bool,
+    pub cookie_matches: bool,
+    pub mirroring: bool,
+    #[serde(default)]
+    pub note: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub timestamp_ms: u64,
@@ -183,6 +194,8 @@ pub struct WorkloadStatus {
 /// A deployment target (mirrors `dax:plugin/target`). Config is bound at construction.
 #[async_trait::async_trait]
 pub trait Target: Send + Sync {
+    /// What `set_traffic` can do with this target's config; touches no system.
+    async fn traffic_support(&self) -> CallResult<TrafficSupport>;
     async fn deploy(&self, workload: &Workload) -> CallResult<()>;
     async fn set_traffic(&self, app: &str, split: &TrafficSplit) -> CallResult<()>;
     async fn scale(&self, app: &str, slot: Slot, replicas: u32) -> CallResult<()>;

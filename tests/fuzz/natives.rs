@@ -156,6 +156,15 @@ struct FuzzTarget(Arc<World>);
 
 #[async_trait::async_trait]
 impl Target for FuzzTarget {
+    async fn traffic_support(&self) -> CallResult<dax::contract::TrafficSupport> {
+        Ok(dax::contract::TrafficSupport {
+            weights: true,
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: String::new(),
+        })
+    }
     async fn deploy(&self, w: &Workload) -> CallResult<()> {
         self.0.log(Call::Deploy(w.replicas));
         Ok(())

@@ -31,7 +31,7 @@ pub use process::{detach_all_local_targets, shutdown_all_local_targets};
 
 use crate::contract::{
     CallError, CallResult, PluginError, PluginInfo, PluginRole, Slot, Target, TrafficSplit,
-    Workload, WorkloadStatus,
+    TrafficSupport, Workload, WorkloadStatus,
 };
 use crate::plugin::spec::duration_str;
 use process::{LaunchSpec, Proc, ProcRecord};
@@ -710,6 +710,17 @@ impl Target for LocalTarget {
             .map_err(|e| perr(PluginError::Internal(e)))?;
         self.persist(&st);
         Ok(())
+    }
+
+    async fn traffic_support(&self) -> CallResult<TrafficSupport> {
+        // The local router splits by weight, routes on headers and cookies and mirrors.
+        Ok(TrafficSupport {
+            weights: true,
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: String::new(),
+        })
     }
 
     async fn set_traffic(&self, app: &str, split: &TrafficSplit) -> CallResult<()> {

@@ -281,6 +281,27 @@ impl c::Target for WasmTarget {
         .await
     }
 
+    async fn traffic_support(&self) -> CallResult<c::TrafficSupport> {
+        let config = self.config.clone();
+        let s = self
+            .plugin
+            .call(move |store, world| {
+                let g = world!(world, Target).dax_plugin_target();
+                Box::pin(async move { g.call_supported_traffic(store, &config).await })
+            })
+            .await?
+            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let support = c::TrafficSupport {
+            weights: s.weights,
+            header_matches: s.header_matches,
+            cookie_matches: s.cookie_matches,
+            mirroring: s.mirroring,
+            note: s.note,
+        };
+        check_size(&self.plugin, &support)?;
+        Ok(support)
+    }
+
     async fn set_traffic(&self, app: &str, split: &c::TrafficSplit) -> CallResult<()> {
         let (app, split) = (app.to_string(), to_wit_split(split));
         self.unit_call(move |store, g, config| {

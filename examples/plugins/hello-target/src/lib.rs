@@ -23,6 +23,10 @@ impl Guest for Hello {
         }
         Ok(())
     }
+    fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
+        // Accepts any split (it routes nothing).
+        Ok(TrafficSupport { weights: true, header_matches: true, cookie_matches: true, mirroring: true, note: String::new() })
+    }
     fn set_traffic(_config: String, _app: String, split: TrafficSplit) -> Result<(), PluginError> {
         if split.candidate_weight > 100 {
             return Err(PluginError::InvalidInput("weight above 100".into()));

@@ -157,6 +157,16 @@ impl Guest for FileTarget {
         let replicas = w.replicas;
         mutate(&config, &w.app, Call::Deploy { version: w.version, replicas })
     }
+    fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
+        // Records weights only.
+        Ok(TrafficSupport {
+            weights: true,
+            header_matches: false,
+            cookie_matches: false,
+            mirroring: false,
+            note: "file-target records weights only".into(),
+        })
+    }
     fn set_traffic(config: String, app: String, split: TrafficSplit) -> Result<(), PluginError> {
         if split.candidate_weight > 100 {
             return Err(PluginError::InvalidInput("weight above 100".into()));
