@@ -78,7 +78,10 @@ struct Probe(Arc<dyn dax::contract::Target>);
 
 impl Probe {
     async fn new(host: &dax::plugin::PluginHost, spec: PluginSpec) -> Probe {
-        let plugin = host.load("kube-probe", &spec, Path::new(".")).await.unwrap();
+        let plugin = host
+            .load("kube-probe", &spec, Path::new("."))
+            .await
+            .unwrap();
         Probe(plugin.target(json!({})).await.unwrap())
     }
 
@@ -128,28 +131,48 @@ async fn granted_calls_work_and_carry_no_credentials_or_bookkeeping() {
     let applied = probe.call(json!({"op": "apply", "body": cm})).await;
     assert_eq!(applied["ok"]["data"]["a"], "1", "{applied}");
     let managers = cluster.kubectl(&[
-        "get", "configmap", "probe", "-n", NS, "--show-managed-fields",
-        "-o", "jsonpath={.metadata.managedFields[*].manager}",
+        "get",
+        "configmap",
+        "probe",
+        "-n",
+        NS,
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
     ]);
-    assert!(managers.split_whitespace().any(|m| m == "dax"), "{managers}");
+    assert!(
+        managers.split_whitespace().any(|m| m == "dax"),
+        "{managers}"
+    );
     let merged = probe
-        .call(json!({"op": "patch-merge", "api_version": "v1", "kind": "ConfigMap",
-            "namespace": NS, "name": "probe", "body": {"data": {"b": "2"}}}))
+        .call(
+            json!({"op": "patch-merge", "api_version": "v1", "kind": "ConfigMap",
+            "namespace": NS, "name": "probe", "body": {"data": {"b": "2"}}}),
+        )
         .await;
     assert_eq!(merged["ok"]["data"]["b"], "2", "{merged}");
     let patched = probe
-        .call(json!({"op": "patch-json", "api_version": "v1", "kind": "ConfigMap",
-            "namespace": NS, "name": "probe", "body": [{"op": "remove", "path": "/data/a"}]}))
+        .call(
+            json!({"op": "patch-json", "api_version": "v1", "kind": "ConfigMap",
+            "namespace": NS, "name": "probe", "body": [{"op": "remove", "path": "/data/a"}]}),
+        )
         .await;
     assert!(patched["ok"]["data"].get("a").is_none(), "{patched}");
 
     let listed = probe
-        .call(json!({"op": "list", "api_version": "apps/v1", "kind": "Deployment",
-            "namespace": NS, "body": "app=web"}))
+        .call(
+            json!({"op": "list", "api_version": "apps/v1", "kind": "Deployment",
+            "namespace": NS, "body": "app=web"}),
+        )
         .await;
-    assert_eq!(listed["ok"]["items"], 0, "the selector matches the Deployment's labels, not pods: {listed}");
+    assert_eq!(
+        listed["ok"]["items"], 0,
+        "the selector matches the Deployment's labels, not pods: {listed}"
+    );
     let listed = probe
-        .call(json!({"op": "list", "api_version": "apps/v1", "kind": "Deployment", "namespace": NS}))
+        .call(
+            json!({"op": "list", "api_version": "apps/v1", "kind": "Deployment", "namespace": NS}),
+        )
         .await;
     assert_eq!(listed["ok"]["items"], 1, "{listed}");
 
@@ -165,31 +188,51 @@ async fn calls_outside_the_grant_are_refused_naming_the_grant_to_add() {
 
     // Another namespace.
     let other = probe.call(deployment(OTHER_NS, "web", "get")).await;
-    assert_refused(&other, "denied", "add \"kcap-other\" to grants.kube.namespaces of [plugins.kube-probe]");
+    assert_refused(
+        &other,
+        "denied",
+        "add \"kcap-other\" to grants.kube.namespaces of [plugins.kube-probe]",
+    );
     // Secrets in the granted namespace.
     let secret = probe
         .call(json!({"op": "get", "api_version": "v1", "kind": "Secret", "namespace": NS, "name": "db-password"}))
         .await;
-    assert_refused(&secret, "denied", "add \"secrets\" to grants.kube.resources");
+    assert_refused(
+        &secret,
+        "denied",
+        "add \"secrets\" to grants.kube.resources",
+    );
     assert!(!secret.to_string().contains("hunter2"));
     // A cluster-scoped kind from an ungranted group.
     let crb = probe
-        .call(json!({"op": "get", "api_version": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding", "name": "cluster-admin"}))
+        .call(
+            json!({"op": "get", "api_version": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding", "name": "cluster-admin"}),
+        )
         .await;
     assert_refused(&crb, "denied", "API group `rbac.authorization.k8s.io`");
     // A cluster-scoped kind of the granted core group.
     let nsobj = probe
         .call(json!({"op": "get", "api_version": "v1", "kind": "Namespace", "name": NS}))
         .await;
-    assert_refused(&nsobj, "denied", "add \"namespaces\" to grants.kube.resources");
+    assert_refused(
+        &nsobj,
+        "denied",
+        "add \"namespaces\" to grants.kube.resources",
+    );
     // An ungranted verb.
     let delete = probe.call(deployment(NS, "web", "delete")).await;
-    assert_refused(&delete, "denied", "add \"delete\" to grants.kube.verbs of [plugins.kube-probe]");
+    assert_refused(
+        &delete,
+        "denied",
+        "add \"delete\" to grants.kube.verbs of [plugins.kube-probe]",
+    );
     // A kind from an ungranted group (the Gateway API CRDs are installed).
     let route = probe
-        .call(json!({"op": "get", "api_version": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute", "namespace": NS, "name": "web"}))
+        .call(
+            json!({"op": "get", "api_version": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute", "namespace": NS, "name": "web"}),
+        )
         .await;
     assert_refused(&route, "denied", "API group `gateway.networking.k8s.io`");
     // Applying an object into another namespace.
@@ -202,7 +245,11 @@ async fn calls_outside_the_grant_are_refused_naming_the_grant_to_add() {
         .status
         .success());
     // Names that would leave their URL path segment.
-    for name in ["../../../api/v1/namespaces/kcap/secrets/db-password", "web/status", "web?watch=1"] {
+    for name in [
+        "../../../api/v1/namespaces/kcap/secrets/db-password",
+        "web/status",
+        "web?watch=1",
+    ] {
         let escaped = probe.call(deployment(NS, name, "get")).await;
         assert_refused(&escaped, "invalid", "is not a Kubernetes object name");
     }
@@ -210,7 +257,11 @@ async fn calls_outside_the_grant_are_refused_naming_the_grant_to_add() {
     let all = probe
         .call(json!({"op": "list", "api_version": "apps/v1", "kind": "Deployment"}))
         .await;
-    assert_refused(&all, "invalid", "Deployment is namespaced: give the namespace");
+    assert_refused(
+        &all,
+        "invalid",
+        "Deployment is namespaced: give the namespace",
+    );
 
     // The refusal did not cost the plugin its other calls.
     let got = probe.call(deployment(NS, "web", "get")).await;
@@ -219,14 +270,21 @@ async fn calls_outside_the_grant_are_refused_naming_the_grant_to_add() {
     // No grant at all.
     let bare = Probe::new(&host, probe_spec(None, vec![])).await;
     let none = bare.call(deployment(NS, "web", "get")).await;
-    assert_refused(&none, "denied", "has no Kubernetes grant: add [plugins.kube-probe.grants.kube]");
+    assert_refused(
+        &none,
+        "denied",
+        "has no Kubernetes grant: add [plugins.kube-probe.grants.kube]",
+    );
 }
 
 #[tokio::test]
 async fn the_api_server_cannot_be_reached_around_the_capability() {
     let Some(cluster) = setup() else { return };
     let (host, _cache) = fresh_host();
-    let url = format!("{}/api/v1/namespaces/{NS}/secrets/db-password", cluster.server);
+    let url = format!(
+        "{}/api/v1/namespaces/{NS}/secrets/db-password",
+        cluster.server
+    );
     // Without an HTTP grant the request never leaves the host.
     let probe = Probe::new(&host, probe_spec(Some(grant(cluster, "")), vec![])).await;
     let direct = probe.call(json!({"op": "http-get", "body": url})).await;
@@ -235,7 +293,10 @@ async fn the_api_server_cannot_be_reached_around_the_capability() {
     let port = cluster.server.rsplit(':').next().unwrap();
     let granted = Probe::new(
         &host,
-        probe_spec(Some(grant(cluster, "")), vec![format!("https://127.0.0.1:{port}")]),
+        probe_spec(
+            Some(grant(cluster, "")),
+            vec![format!("https://127.0.0.1:{port}")],
+        ),
     )
     .await;
     let answer = granted.call(json!({"op": "http-get", "body": url})).await;
@@ -243,7 +304,10 @@ async fn the_api_server_cannot_be_reached_around_the_capability() {
     // The plugin either cannot even verify the server's certificate (the cluster's own CA is
     // the host's secret too), or it is anonymous to the API server.
     match answer["ok"]["status"].as_u64() {
-        Some(status) => assert!(status == 401 || status == 403, "answered {status}: {answer}"),
+        Some(status) => assert!(
+            status == 401 || status == 403,
+            "answered {status}: {answer}"
+        ),
         None => assert_eq!(answer["err"], "http", "{answer}"),
     }
 }
@@ -261,12 +325,20 @@ async fn huge_answers_are_refused_and_the_host_keeps_working() {
     }
     cluster.apply(&manifest);
     let (host, _cache) = fresh_host();
-    let probe = Probe::new(&host, probe_spec(Some(grant(cluster, "max_response_kib = 64")), vec![])).await;
+    let probe = Probe::new(
+        &host,
+        probe_spec(Some(grant(cluster, "max_response_kib = 64")), vec![]),
+    )
+    .await;
     let huge = probe
         .call(json!({"op": "list", "api_version": "v1", "kind": "ConfigMap", "namespace": NS, "body": "filler=yes"}))
         .await;
     assert_refused(&huge, "too-large", "larger than 64 KiB");
-    assert_refused(&huge, "too-large", "grants.kube.max_response_kib of [plugins.kube-probe]");
+    assert_refused(
+        &huge,
+        "too-large",
+        "grants.kube.max_response_kib of [plugins.kube-probe]",
+    );
     let got = probe.call(deployment(NS, "web", "get")).await;
     assert_eq!(got["ok"]["metadata"]["name"], "web", "{got}");
 }
@@ -305,7 +377,11 @@ async fn a_stalling_api_server_is_cut_at_the_grant_timeout() {
     let probe = Probe::new(&host, spec).await;
     let started = std::time::Instant::now();
     let stalled = probe.call(deployment(NS, "web", "get")).await;
-    assert_refused(&stalled, "unavailable", "took longer than 1s: raise grants.kube.timeout");
+    assert_refused(
+        &stalled,
+        "unavailable",
+        "took longer than 1s: raise grants.kube.timeout",
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(!stalled.to_string().contains("secret-token"));
 }

@@ -64,7 +64,9 @@ impl KubeAccess {
                         })?;
                         kube::Config::from_custom_kubeconfig(file, &options)
                             .await
-                            .map_err(|e| format!("grants.kube.kubeconfig `{}`: {e}", path.display()))?
+                            .map_err(|e| {
+                                format!("grants.kube.kubeconfig `{}`: {e}", path.display())
+                            })?
                     }
                     (None, Some(_)) => kube::Config::from_kubeconfig(&options)
                         .await
@@ -132,7 +134,8 @@ impl KubeAccess {
         let mut body = response.into_body();
         let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| KubeFailure::Unavailable(format!("reading the answer: {e}")))?;
+            let frame =
+                frame.map_err(|e| KubeFailure::Unavailable(format!("reading the answer: {e}")))?;
             if let Some(data) = frame.data_ref() {
                 if bytes.len() + data.len() > limit {
                     return Err(KubeFailure::TooLarge(format!(

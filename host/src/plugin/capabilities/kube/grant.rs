@@ -95,10 +95,14 @@ impl KubeGrant {
             let (group, plural) = split_resource(r);
             let ok_part = |s: &str| {
                 !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                    && s.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                    })
             };
-            if !ok_part(plural) || (!group.is_empty() && !ok_part(group)) || r.matches('/').count() > 1 {
+            if !ok_part(plural)
+                || (!group.is_empty() && !ok_part(group))
+                || r.matches('/').count() > 1
+            {
                 return Err((
                     "grants.kube.resources",
                     format!("`{r}` is not `group/plural` or `plural` (e.g. \"apps/deployments\", \"services\"); wildcards are not accepted"),
@@ -254,7 +258,9 @@ mod tests {
             .allow_resource("k", "", "secrets")
             .unwrap_err()
             .contains("add \"secrets\" to grants.kube.resources"));
-        assert!(g.allow_group("k", "gateway.networking.k8s.io", "HTTPRoute").is_ok());
+        assert!(g
+            .allow_group("k", "gateway.networking.k8s.io", "HTTPRoute")
+            .is_ok());
         assert!(g
             .allow_group("k", "rbac.authorization.k8s.io", "ClusterRoleBinding")
             .unwrap_err()
@@ -284,7 +290,17 @@ mod tests {
     fn names_cannot_leave_their_path_segment() {
         assert!(check_object_name("web-primary").is_ok());
         assert!(check_object_name("system:controller").is_ok());
-        for bad in ["", ".", "..", "../secrets/x", "a/b", "a?watch=true", "a%2Fb", "a b", "a#b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../secrets/x",
+            "a/b",
+            "a?watch=true",
+            "a%2Fb",
+            "a b",
+            "a#b",
+        ] {
             assert!(check_object_name(bad).is_err(), "{bad}");
         }
     }

@@ -145,13 +145,20 @@ async fn check(access: &KubeAccess, of: &KindRef) -> Result<Checked, KubeFailure
             crate::plugin::capabilities::log::escape(&of.api_version)
         )));
     }
-    if of.kind.is_empty() || of.kind.len() > 63 || !of.kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if of.kind.is_empty()
+        || of.kind.len() > 63
+        || !of.kind.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return Err(KubeFailure::Invalid(format!(
             "`{}` is not a kind (e.g. \"Deployment\")",
             crate::plugin::capabilities::log::escape(&of.kind)
         )));
     }
-    let group = of.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let group = of
+        .api_version
+        .rsplit_once('/')
+        .map(|(g, _)| g)
+        .unwrap_or("");
     access
         .grant
         .allow_group(plugin, group, &of.kind)
@@ -198,7 +205,9 @@ fn name_ok(name: &str) -> Result<(), KubeFailure> {
     check_object_name(name).map_err(KubeFailure::Invalid)
 }
 
-fn build(r: Result<http::Request<Vec<u8>>, kube::core::request::Error>) -> Result<http::Request<Vec<u8>>, KubeFailure> {
+fn build(
+    r: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+) -> Result<http::Request<Vec<u8>>, KubeFailure> {
     r.map_err(|e| KubeFailure::Invalid(e.to_string()))
 }
 
@@ -239,7 +248,8 @@ impl Host for KubeView {
         self.call(Verb::Get, async |access| {
             name_ok(&name)?;
             let c = check(access, &of).await?;
-            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).get(&name, &GetParams::default());
+            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref())
+                .get(&name, &GetParams::default());
             Ok(answer(access.send(build(req)?).await?))
         })
         .await
@@ -249,7 +259,8 @@ impl Host for KubeView {
         self.call(Verb::Get, async |access| {
             name_ok(&name)?;
             let c = check(access, &of).await?;
-            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).get_subresource("status", &name);
+            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref())
+                .get_subresource("status", &name);
             Ok(answer(access.send(build(req)?).await?))
         })
         .await
@@ -295,27 +306,44 @@ impl Host for KubeView {
             let c = check(access, &of).await?;
             let mut params = PatchParams::apply(FIELD_MANAGER);
             params.force = force;
-            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).patch(&name, &params, &Patch::Apply(&value));
+            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).patch(
+                &name,
+                &params,
+                &Patch::Apply(&value),
+            );
             Ok(answer(access.send(build(req)?).await?))
         })
         .await
     }
 
-    async fn patch(&mut self, of: KindRef, name: String, body: PatchBody) -> Result<String, KubeError> {
+    async fn patch(
+        &mut self,
+        of: KindRef,
+        name: String,
+        body: PatchBody,
+    ) -> Result<String, KubeError> {
         self.call(Verb::Patch, async |access| {
             name_ok(&name)?;
             let patch = match &body {
                 PatchBody::Merge(text) => Patch::Merge(parse_json("the merge patch", text)?),
-                PatchBody::Strategic(text) => Patch::Strategic(parse_json("the strategic merge patch", text)?),
+                PatchBody::Strategic(text) => {
+                    Patch::Strategic(parse_json("the strategic merge patch", text)?)
+                }
                 PatchBody::Json(text) => {
                     let ops: json_patch::Patch = serde_json::from_str(text).map_err(|e| {
-                        KubeFailure::Invalid(format!("the JSON patch is not a list of RFC 6902 operations: {e}"))
+                        KubeFailure::Invalid(format!(
+                            "the JSON patch is not a list of RFC 6902 operations: {e}"
+                        ))
                     })?;
                     Patch::Json(ops)
                 }
             };
             let c = check(access, &of).await?;
-            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).patch(&name, &patch_params(), &patch);
+            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).patch(
+                &name,
+                &patch_params(),
+                &patch,
+            );
             Ok(answer(access.send(build(req)?).await?))
         })
         .await
@@ -325,7 +353,8 @@ impl Host for KubeView {
         self.call(Verb::Delete, async |access| {
             name_ok(&name)?;
             let c = check(access, &of).await?;
-            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).delete(&name, &DeleteParams::background());
+            let req = KubeAccess::collection(&c.kind, c.namespace.as_deref())
+                .delete(&name, &DeleteParams::background());
             match access.send(build(req)?).await {
                 Ok(_) => Ok(true),
                 Err(KubeFailure::NotFound(_)) => Ok(false),
