@@ -4,6 +4,7 @@
 //! wall-clock deadline is enforced around the call, in `plugin::LoadedPlugin::call`).
 //! Everything here is built from the plugin's TOML entry.
 
+use super::capabilities::kube::KubeAccess;
 use super::capabilities::log::{PluginOutput, Stream};
 use super::spec::{Grants, HttpAuth, Limits};
 use super::LoadError;
@@ -27,6 +28,8 @@ pub struct Sandbox {
     dirs: Vec<ResolvedDir>,
     /// The writable grants, whose size is watched during every call.
     pub quota: Arc<DiskQuota>,
+    /// `dax:host/kube` access (client, discovery cache), shared by all instances.
+    pub kube: Option<Arc<KubeAccess>>,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,36 @@ impl Sandbox {
         }
         let http = HttpPolicy::new(plugin, &grants.http, &grants.http_auth)
             .map_err(|e| LoadError::new("grants.http", format!("{e:#}"), "fix the grant"))?;
+        let kube = match &grants.kube {
+            None => None,
+            Some(grant) => {
+                grant.check_shape().map_err(|(field, problem)| {
+                    LoadError::new(
+                        field,
+                        format!("plugin `{plugin}`: {field} {problem}"),
+                        "fix the grant",
+                    )
+                })?;
+                let kubeconfig = grant.kubeconfig.as_ref().map(|p| base_dir.join(p));
+                if let Some(path) = &kubeconfig {
+                    if !path.is_file() {
+                        return Err(LoadError::new(
+                            "grants.kube.kubeconfig",
+                            format!(
+                                "plugin `{plugin}`: grants.kube.kubeconfig `{}` is not a file",
+                                path.display()
+                            ),
+                            "fix the path (relative paths start at this file's folder) or leave it out to use $KUBECONFIG or ~/.kube/config",
+                        ));
+                    }
+                }
+                Some(Arc::new(KubeAccess::new(
+                    plugin.into(),
+                    grant.clone(),
+                    kubeconfig,
+                )))
+            }
+        };
         Ok(Sandbox {
             plugin: plugin.into(),
             limits: limits.clone(),
@@ -96,6 +129,7 @@ impl Sandbox {
                 plugin: plugin.into(),
                 dirs: quota,
             }),
+            kube,
         })
     }
 
@@ -146,6 +180,7 @@ impl Sandbox {
             call_timeout: self.limits.call_timeout,
             output,
             denials,
+            kube: self.kube.clone(),
         })
     }
 }
@@ -171,6 +206,8 @@ pub struct PluginState {
     pub output: Arc<Mutex<PluginOutput>>,
     /// What the host refused during the current call (HTTP destinations, symlinks).
     pub denials: Arc<Mutex<Vec<String>>>,
+    /// `dax:host/kube` access, when granted.
+    pub kube: Option<Arc<KubeAccess>>,
 }
 
 impl PluginState {
@@ -216,7 +253,7 @@ impl WasiHttpView for PluginState {
 /// retries forever.
 const MAX_DENIALS: usize = 5;
 
-fn push_denial(denials: &Mutex<Vec<String>>, reason: String) {
+pub(crate) fn push_denial(denials: &Mutex<Vec<String>>, reason: String) {
     let mut denials = denials.lock().unwrap();
     if denials.len() < MAX_DENIALS {
         denials.push(reason);

@@ -47,6 +47,9 @@ pub struct Grants {
     /// never sees them.
     #[serde(default)]
     pub http_auth: Vec<HttpAuth>,
+    /// Kubernetes API calls through `dax:host/kube`, scoped to namespaces, resources and verbs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<crate::plugin::capabilities::kube::KubeGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,9 +13,7 @@ use wasmtime::component::{HasSelf, Linker};
 /// imports at once, each answered by the `Host` trait its module implements on
 /// [`PluginState`]. See the README's "Adding a capability".
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
-    super::bindings::capabilities::Capabilities::add_to_linker::<PluginState, HasSelf<PluginState>>(
-        linker,
-        |s| s,
-    )?;
+    super::bindings::host_log::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
+    kube::add_to_linker(linker)?;
     Ok(())
 }
