@@ -543,6 +543,34 @@ spec.template.spec.containers = [{ name = "web", image = "set-by-dax" }]
     assert_eq!(w.route_weights().to_string(), "[100,0]");
 }
 
+/// The `rolling` strategy's batches are `scale` calls on both Deployments; promote then rolls
+/// the primary (with the app's own maxSurge/maxUnavailable) back to full size.
+#[test]
+fn rolling_scales_batch_by_batch_then_promotes() {
+    let Some(w) = World::new("kt-rolling") else { return };
+    let o = Opts {
+        router: "service",
+        strategy: "rolling",
+        params: "maxSurge = 1\nmaxUnavailable = 0\nanalysis = true\ninterval = \"1s\"",
+        ..Opts::default()
+    };
+    let sizes = |w: &World| {
+        serde_json::json!([
+            w.get("deployment", "web")["spec"]["replicas"],
+            w.get("deployment", "web-primary")["spec"]["replicas"],
+        ])
+    };
+    let (code, out, seen) = w.deploy_watching(&o, "roll", sizes);
+    assert_eq!(code, Some(0), "{out}");
+    let seen: Vec<String> = seen.iter().map(|v| v.to_string()).collect();
+    // Candidate up by one, then the primary down by one (maxUnavailable = 0).
+    for want in ["[2,1]", "[2,0]"] {
+        assert!(seen.contains(&want.to_string()), "{want} not in {seen:?}\n{out}");
+    }
+    assert_eq!(seen.last().unwrap(), "[0,2]", "{seen:?}");
+    assert_promoted(&w, &out);
+}
+
 /// SIGKILL `dax deploy` at several points of a canary, `dax resume`: the cluster ends exactly
 /// as after an uninterrupted run (compared with one in its own namespace).
 #[test]

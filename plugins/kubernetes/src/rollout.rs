@@ -199,8 +199,15 @@ pub fn status(
     app: &str,
     which: Slot,
 ) -> Result<(Observed, String), PluginError> {
-    let name = slot_name(app, which);
-    let Some(dep) = api.get(DEPLOYMENT, &name)? else {
+    let mut name = slot_name(app, which);
+    let mut found = api.get(DEPLOYMENT, &name)?;
+    if found.is_none() && which == Slot::Stable {
+        // Before the first rollout the app's own Deployment is what serves: strategies
+        // size the rollout from it.
+        found = api.get(DEPLOYMENT, app)?;
+        name = app.to_string();
+    }
+    let Some(dep) = found else {
         let none = Observed {
             desired: 0,
             ready: 0,

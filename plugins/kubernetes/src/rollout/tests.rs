@@ -211,6 +211,12 @@ fn weights(f: &Fake) -> Vec<u64> {
 fn deploy_bootstraps_the_primary_from_the_app_and_starts_the_candidate() {
     let mut f = cluster();
     let c = cfg("gateway-api");
+    let before = status(&mut f, &c, "web", Slot::Stable).unwrap();
+    assert_eq!(
+        (before.0.desired, before.1.as_str()),
+        (3, "shop/web:v1"),
+        "before the first rollout the app is the stable"
+    );
     deploy(&mut f, &c, &v2()).unwrap();
     let p = f.obj(DEPLOYMENT, "web-primary").unwrap();
     assert_eq!(image(&f, "web-primary"), "shop/web:v1");
