@@ -179,7 +179,10 @@ source = "{metrics}"
             .arg(self.state_dir())
             .arg("--no-progress")
             .current_dir(self.dir.path())
-            .env("DAX_CACHE_DIR", repo_root().join("target/test-component-cache"))
+            .env(
+                "DAX_CACHE_DIR",
+                repo_root().join("target/test-component-cache"),
+            )
             .stdin(Stdio::null());
         cmd
     }
@@ -235,10 +238,9 @@ source = "{metrics}"
 
     /// One object as JSON, `Null` when it does not exist.
     fn get(&self, kind: &str, name: &str) -> Value {
-        let out = self.cluster.kubectl_output(
-            &["get", "-n", &self.ns, kind, name, "-o", "json"],
-            "",
-        );
+        let out = self
+            .cluster
+            .kubectl_output(&["get", "-n", &self.ns, kind, name, "-o", "json"], "");
         if !out.status.success() {
             return Value::Null;
         }
@@ -261,7 +263,10 @@ source = "{metrics}"
     /// `[primary weight, candidate weight]` of the HTTPRoute's default (last) rule.
     fn route_weights(&self) -> Value {
         let route = self.get("httproute", "web");
-        let rules = route["spec"]["rules"].as_array().cloned().unwrap_or_default();
+        let rules = route["spec"]["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         match rules.last() {
             Some(rule) => Value::Array(
                 rule["backendRefs"]
@@ -315,9 +320,17 @@ source = "{metrics}"
 /// The final state every promotion of v2 must reach.
 #[track_caller]
 fn assert_promoted(w: &World, output: &str) {
-    assert_eq!(w.image("web-primary"), "registry.invalid/web:v2", "{output}");
+    assert_eq!(
+        w.image("web-primary"),
+        "registry.invalid/web:v2",
+        "{output}"
+    );
     assert_eq!(w.replicas("web"), 0, "the candidate is scaled to zero");
-    assert_eq!(w.replicas("web-primary"), 2, "the primary keeps the app's size");
+    assert_eq!(
+        w.replicas("web-primary"),
+        2,
+        "the primary keeps the app's size"
+    );
     let primary = w.get("deployment", "web-primary");
     assert_eq!(primary["metadata"]["annotations"]["dax.dev/version"], "v2");
     assert!(
@@ -335,7 +348,9 @@ fn assert_promoted(w: &World, output: &str) {
 
 #[test]
 fn canary_steps_the_httproute_weights_then_promotes() {
-    let Some(w) = World::new("kt-canary") else { return };
+    let Some(w) = World::new("kt-canary") else {
+        return;
+    };
     let t0 = Instant::now();
     let (code, out, seen) = w.deploy_watching(&Opts::default(), "c", World::route_weights);
     eprintln!("canary rollout took {:.1?}", t0.elapsed());
@@ -357,7 +372,10 @@ fn canary_steps_the_httproute_weights_then_promotes() {
         primary["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"],
         "web-settings-primary"
     );
-    assert_eq!(w.get("configmap", "web-settings-primary")["data"]["color"], "blue");
+    assert_eq!(
+        w.get("configmap", "web-settings-primary")["data"]["color"],
+        "blue"
+    );
     assert_eq!(
         w.get("service", "web-canary")["spec"]["selector"],
         serde_json::json!({"app": "web"})
@@ -367,7 +385,9 @@ fn canary_steps_the_httproute_weights_then_promotes() {
 
 #[test]
 fn a_failing_check_rolls_back_to_the_primary() {
-    let Some(w) = World::new("kt-rollback") else { return };
+    let Some(w) = World::new("kt-rollback") else {
+        return;
+    };
     let o = Opts {
         query: "value:0",
         ..Opts::default()
@@ -390,7 +410,9 @@ fn a_failing_check_rolls_back_to_the_primary() {
 
 #[test]
 fn blue_green_switches_the_apex_service_selector() {
-    let Some(w) = World::new("kt-bluegreen") else { return };
+    let Some(w) = World::new("kt-bluegreen") else {
+        return;
+    };
     let o = Opts {
         router: "service",
         strategy: "blue-green",
@@ -434,7 +456,10 @@ fn ab_test_writes_header_rules_and_mirroring_writes_a_request_mirror() {
     assert_eq!(headers[1]["value"], "^(.*;\\s*)?beta=yes(;.*)?$");
     assert_eq!(ab[0]["backendRefs"][1]["name"], "web-canary");
     assert_eq!(ab[0]["backendRefs"][1]["weight"], 100);
-    assert_eq!(ab[1]["backendRefs"][1]["weight"], 0, "everyone else stays on the primary");
+    assert_eq!(
+        ab[1]["backendRefs"][1]["weight"], 0,
+        "everyone else stays on the primary"
+    );
     assert_eq!(seen.last().unwrap().as_array().unwrap().len(), 1);
     assert_promoted(&w, &out);
 
@@ -456,13 +481,18 @@ fn ab_test_writes_header_rules_and_mirroring_writes_a_request_mirror() {
         serde_json::json!([{"type": "RequestMirror", "requestMirror": {
             "backendRef": {"group": "", "kind": "Service", "name": "web-canary", "port": 80}, "percent": 50}}])
     );
-    assert!(seen.last().unwrap()[0].get("filters").is_none(), "{seen:#?}");
+    assert!(
+        seen.last().unwrap()[0].get("filters").is_none(),
+        "{seen:#?}"
+    );
     assert_eq!(w.image("web-primary"), "registry.invalid/web:v3");
 }
 
 #[test]
 fn nginx_router_weights_a_canary_ingress_and_removes_it_afterwards() {
-    let Some(w) = World::new("kt-nginx") else { return };
+    let Some(w) = World::new("kt-nginx") else {
+        return;
+    };
     w.cluster.apply(&format!(
         r#"
 apiVersion: networking.k8s.io/v1
@@ -499,9 +529,14 @@ spec:
         assert!(weights.iter().any(|v| *v == want), "{seen:?}");
     }
     assert!(seen.iter().any(|s| s[1] == "web-canary"), "{seen:?}");
-    assert_eq!(w.get("ingress", "web-canary"), Value::Null, "finalize deletes the canary Ingress");
     assert_eq!(
-        w.get("ingress", "web")["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"],
+        w.get("ingress", "web-canary"),
+        Value::Null,
+        "finalize deletes the canary Ingress"
+    );
+    assert_eq!(
+        w.get("ingress", "web")["metadata"]["annotations"]
+            ["nginx.ingress.kubernetes.io/proxy-body-size"],
         "8m",
         "the app's Ingress is left alone"
     );
@@ -510,7 +545,9 @@ spec:
 
 #[test]
 fn a_candidate_that_never_becomes_ready_hits_its_progress_deadline() {
-    let Some(w) = World::new("kt-deadline") else { return };
+    let Some(w) = World::new("kt-deadline") else {
+        return;
+    };
     // The candidate from a manifest: pods no node accepts, and a 2 s deadline.
     let workload = r#"[target.workload.manifest]
 apiVersion = "apps/v1"
@@ -547,7 +584,9 @@ spec.template.spec.containers = [{ name = "web", image = "set-by-dax" }]
 /// the primary (with the app's own maxSurge/maxUnavailable) back to full size.
 #[test]
 fn rolling_scales_batch_by_batch_then_promotes() {
-    let Some(w) = World::new("kt-rolling") else { return };
+    let Some(w) = World::new("kt-rolling") else {
+        return;
+    };
     let o = Opts {
         router: "service",
         strategy: "rolling",
@@ -565,7 +604,10 @@ fn rolling_scales_batch_by_batch_then_promotes() {
     let seen: Vec<String> = seen.iter().map(|v| v.to_string()).collect();
     // Candidate up by one, then the primary down by one (maxUnavailable = 0).
     for want in ["[2,1]", "[2,0]"] {
-        assert!(seen.contains(&want.to_string()), "{want} not in {seen:?}\n{out}");
+        assert!(
+            seen.contains(&want.to_string()),
+            "{want} not in {seen:?}\n{out}"
+        );
     }
     assert_eq!(seen.last().unwrap(), "[0,2]", "{seen:?}");
     assert_promoted(&w, &out);
@@ -575,13 +617,18 @@ fn rolling_scales_batch_by_batch_then_promotes() {
 /// as after an uninterrupted run (compared with one in its own namespace).
 #[test]
 fn resume_after_sigkill_ends_like_an_uninterrupted_run() {
-    let Some(clean) = World::new("kt-resume-clean") else { return };
+    let Some(clean) = World::new("kt-resume-clean") else {
+        return;
+    };
     let (code, out) = clean.deploy(&Opts::default(), "clean");
     assert_eq!(code, Some(0), "{out}");
     let total = clean.journal_lines("clean");
     let want = clean.snapshot();
 
-    for (i, at) in [total / 4, total / 2, total * 3 / 4, total - 3].into_iter().enumerate() {
+    for (i, at) in [total / 4, total / 2, total * 3 / 4, total - 3]
+        .into_iter()
+        .enumerate()
+    {
         let w = World::new(&format!("kt-resume-{i}")).unwrap();
         let file = w.write(&Opts::default());
         let mut child: Child = w
@@ -606,13 +653,24 @@ fn resume_after_sigkill_ends_like_an_uninterrupted_run() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(0), "killed after {killed_at}/{total} lines:\n{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "killed after {killed_at}/{total} lines:\n{text}"
+        );
         let records = StateDir::new(w.state_dir()).read("k").unwrap();
         assert!(
-            matches!(records.last().map(|r| &r.event), Some(Event::Finished { .. })),
+            matches!(
+                records.last().map(|r| &r.event),
+                Some(Event::Finished { .. })
+            ),
             "{text}"
         );
-        assert_eq!(w.snapshot(), want, "killed after {killed_at}/{total} lines:\n{text}");
+        assert_eq!(
+            w.snapshot(),
+            want,
+            "killed after {killed_at}/{total} lines:\n{text}"
+        );
     }
 }
 
@@ -623,7 +681,10 @@ fn the_kubernetes_example_validates() {
     let example = repo_root().join("examples/kubernetes/deploy.toml");
     let out = Command::new(dax_bin())
         .args(["validate", example.to_str().unwrap()])
-        .env("DAX_CACHE_DIR", repo_root().join("target/test-component-cache"))
+        .env(
+            "DAX_CACHE_DIR",
+            repo_root().join("target/test-component-cache"),
+        )
         .output()
         .unwrap();
     let text = format!(
@@ -633,7 +694,9 @@ fn the_kubernetes_example_validates() {
     );
     assert!(out.status.success(), "{text}");
     // Every manifest of the example is accepted by a real API server (dry run).
-    let Some(cluster) = Cluster::shared() else { return };
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
     for file in ["app.yaml", "rbac.yaml", "gateway.yaml"] {
         let path = repo_root().join("examples/kubernetes").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -647,4 +710,71 @@ fn the_kubernetes_example_validates() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// BENCHMARKS.md "Kubernetes target": API requests and wall time of each target call over
+/// three canaries of five steps (the plugin logs `CALL: N API requests in M ms` at debug).
+///
+/// Run: `cargo test -p dax-tests --test kubernetes_target -- --ignored --nocapture measure`
+#[test]
+#[ignore = "a measurement, run by hand for BENCHMARKS.md"]
+fn measure_api_requests_and_wall_time_per_call() {
+    let Some(w) = World::new("kt-bench") else {
+        return;
+    };
+    let mut calls: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    let mut rollouts = Vec::new();
+    for version in ["v2", "v3", "v4"] {
+        let o = Opts {
+            version,
+            params: "interval = \"1s\"\nthreshold = 2\nmaxWeight = 50\nstepWeight = 10",
+            ..Opts::default()
+        };
+        let file = w.write(&o);
+        let t0 = Instant::now();
+        let out = w
+            .dax(&["deploy", file.to_str().unwrap(), "--id", version])
+            .env("RUST_LOG", "dax::plugin::capabilities::log=debug")
+            .output()
+            .unwrap();
+        rollouts.push(t0.elapsed());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let Some(at) = line.find(" API requests in ") else {
+                continue;
+            };
+            let words: Vec<&str> = line[..at].split_whitespace().collect();
+            let (call, requests) = (words[words.len() - 2], words[words.len() - 1]);
+            let ms = line[at + 17..].split_whitespace().next().unwrap();
+            calls
+                .entry(call.trim_end_matches(':').to_string())
+                .or_default()
+                .push((requests.parse().unwrap(), ms.parse().unwrap()));
+        }
+    }
+    println!(
+        "| call | calls | API requests per call | median ms | max ms |\n|---|---:|---:|---:|---:|"
+    );
+    for (call, samples) in &calls {
+        let mut ms: Vec<u64> = samples.iter().map(|s| s.1).collect();
+        ms.sort();
+        let mut requests: Vec<u64> = samples.iter().map(|s| s.0).collect();
+        requests.sort();
+        requests.dedup();
+        let requests: Vec<String> = requests.iter().map(u64::to_string).collect();
+        println!(
+            "| {call} | {} | {} | {} | {} |",
+            samples.len(),
+            requests.join(" / "),
+            ms[ms.len() / 2],
+            ms[ms.len() - 1]
+        );
+    }
+    println!("rollouts (5 steps, 1 s interval each): {rollouts:.1?}");
+    assert!(calls.contains_key("set-traffic"), "{calls:?}");
 }

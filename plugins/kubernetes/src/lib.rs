@@ -36,7 +36,8 @@ mod guest {
         Config::parse(config).map_err(PluginError::InvalidConfig)
     }
 
-    /// Run one target call with a fresh API handle; logs how many API requests it made.
+    /// Run one target call with a fresh API handle; logs how many API requests it made and
+    /// how long it took.
     fn with_api<T>(
         config: &str,
         call: &str,
@@ -44,8 +45,14 @@ mod guest {
     ) -> Result<T, PluginError> {
         let cfg = parse(config)?;
         let mut api = HostApi::new(&cfg.namespace);
+        let start = std::time::Instant::now();
         let out = f(&mut api, &cfg);
-        log::debug(&format!("{call}: {} API requests", api.requests));
+        // Read by the benchmark in tests/kubernetes_target.rs (see BENCHMARKS.md).
+        log::debug(&format!(
+            "{call}: {} API requests in {} ms",
+            api.requests,
+            start.elapsed().as_millis()
+        ));
         out
     }
 
