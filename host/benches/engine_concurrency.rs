@@ -149,6 +149,12 @@ struct NoopTarget;
 
 #[async_trait::async_trait]
 impl Target for NoopTarget {
+    async fn traffic_support(&self) -> CallResult<dax::contract::TrafficSupport> {
+        Ok(dax::contract::TrafficSupport {
+            weights: true,
+            ..Default::default()
+        })
+    }
     async fn deploy(&self, _w: &Workload) -> CallResult<()> {
         Ok(())
     }
