@@ -798,11 +798,11 @@ impl<R> From<Result<wasmtime::Result<R>, tokio::time::error::Elapsed>> for Outco
     }
 }
 
-/// Measure the writable trees every [`sandbox::QUOTA_POLL`]; resolves with the reason once
+/// Measure the writable trees every [`capabilities::fs::QUOTA_POLL`]; resolves with the reason once
 /// one is over its quota (and never otherwise).
-async fn watch_quota(quota: Arc<sandbox::DiskQuota>, before: &[u64]) -> String {
+async fn watch_quota(quota: Arc<capabilities::fs::DiskQuota>, before: &[u64]) -> String {
     loop {
-        tokio::time::sleep(sandbox::QUOTA_POLL).await;
+        tokio::time::sleep(capabilities::fs::QUOTA_POLL).await;
         let q = quota.clone();
         let Ok(now) = tokio::task::spawn_blocking(move || q.usage()).await else {
             continue;
