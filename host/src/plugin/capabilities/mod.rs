@@ -51,3 +51,58 @@ pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
     kube::add_to_linker(linker)?;
     Ok(())
 }
+
+/// Capability interfaces a component may import that need a grant, with the check and the
+/// grant to add. Interfaces not listed are either always granted (`dax:host/log`) or deny
+/// per call (`wasi:http`, whose every request is checked against `grants.http`).
+const GRANTED_IMPORTS: &[(&str, fn(&Grants) -> bool, &str)] =
+    &[("dax:host/kube", |g| g.kube.is_some(), "grants.kube")];
+
+/// What a component imports that is a capability (for `dax plugin inspect`): `dax:host/*`,
+/// `wasi:http/*` and `wasi:filesystem/*`, without versions.
+pub fn imported(imports: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = imports
+        .iter()
+        .filter(|i| {
+            i.starts_with("dax:host/")
+                || i.starts_with("wasi:http/")
+                || i.starts_with("wasi:filesystem/")
+        })
+        .map(|i| i.split('@').next().unwrap_or(i).to_string())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Refuse at load time a plugin importing a capability its entry does not grant, listing
+/// every missing grant (not only the first call's).
+pub fn check_imports_granted(
+    plugin: &str,
+    imports: &[String],
+    grants: &Grants,
+) -> Result<(), super::LoadError> {
+    let missing: Vec<(&str, &str)> = GRANTED_IMPORTS
+        .iter()
+        .filter(|(interface, granted, _)| {
+            !granted(grants)
+                && imports
+                    .iter()
+                    .any(|i| i.split('@').next() == Some(*interface))
+        })
+        .map(|(interface, _, grant)| (*interface, *grant))
+        .collect();
+    let Some((_, first_grant)) = missing.first() else {
+        return Ok(());
+    };
+    let list = missing
+        .iter()
+        .map(|(interface, grant)| format!("{interface} needs [plugins.{plugin}.{grant}]"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(super::LoadError::new(
+        *first_grant,
+        format!("plugin `{plugin}` imports capabilities its entry does not grant: {list}"),
+        "add the grant tables (the README's sandbox section lists their keys), or use a plugin that does not need them",
+    ))
+}
