@@ -55,8 +55,10 @@ pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
 /// Capability interfaces a component may import that need a grant, with the check and the
 /// grant to add. Interfaces not listed are either always granted (`dax:host/log`) or deny
 /// per call (`wasi:http`, whose every request is checked against `grants.http`).
-const GRANTED_IMPORTS: &[(&str, fn(&Grants) -> bool, &str)] =
-    &[("dax:host/kube", |g| g.kube.is_some(), "grants.kube")];
+const GRANTED_IMPORTS: &[GrantedImport] = &[("dax:host/kube", |g| g.kube.is_some(), "grants.kube")];
+
+/// (interface, whether the grants cover it, the grant's TOML key).
+type GrantedImport = (&'static str, fn(&Grants) -> bool, &'static str);
 
 /// What a component imports that is a capability (for `dax plugin inspect`): `dax:host/*`,
 /// `wasi:http/*` and `wasi:filesystem/*`, without versions.
