@@ -116,6 +116,7 @@ pub struct FirstUse {
     pub n: u64,
     /// The step, as the timeline shows it, with the names of its matches.
     pub step: String,
+    /// Steps of that same simulated rollout that need it.
     pub count: u64,
 }
 
@@ -347,15 +348,15 @@ async fn simulate(
         );
         if let Step::SetTraffic(split) = &step {
             for need in Need::of(split) {
-                out.needs
-                    .entry(need)
-                    .or_insert_with(|| FirstUse {
-                        scenario,
-                        n,
-                        step: describe_split(split),
-                        count: 0,
-                    })
-                    .count += 1;
+                let first = out.needs.entry(need).or_insert_with(|| FirstUse {
+                    scenario,
+                    n,
+                    step: describe_split(split),
+                    count: 0,
+                });
+                if first.scenario == scenario {
+                    first.count += 1;
+                }
             }
         }
         if matches!(step, Step::Finish(_)) {
