@@ -289,7 +289,9 @@ fn deploy_refuses_before_any_call_reaches_the_target() {
     });
     let (code, stdout, stderr) = w.dax(&["deploy", "healthy.toml", "--no-progress"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let state = w.target_state("healthy").expect("the healthy deployment ran");
+    let state = w
+        .target_state("healthy")
+        .expect("the healthy deployment ran");
     assert!(state.contains("set-traffic 20"), "{state}");
 }
 
@@ -344,7 +346,9 @@ async fn a_strategy_that_loops_forever_is_stopped_in_the_dry_run() {
         "dry run of strategy `hostile` (a rollout where every check passes): the engine stepped in at step 1001: step limit: strategy `hostile` took 1000 steps without finishing (`max_steps` in [deployment])"
     );
     assert!(
-        problems[0].help.starts_with("a strategy must finish on its own"),
+        problems[0]
+            .help
+            .starts_with("a strategy must finish on its own"),
         "{}",
         problems[0].help
     );
@@ -403,7 +407,8 @@ async fn a_hostile_strategy_in_the_dry_run_is_held_to_its_limits() {
         .validate(&Deploy {
             strategy: "hostile",
             params: "attack = \"sleep\"",
-            plugins_extra: "[plugins.hostile.limits]\ncall_timeout = \"200ms\"\nwall_timeout = \"500ms\"",
+            plugins_extra:
+                "[plugins.hostile.limits]\ncall_timeout = \"200ms\"\nwall_timeout = \"500ms\"",
             ..Default::default()
         })
         .await;

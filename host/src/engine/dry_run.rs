@@ -420,27 +420,28 @@ pub async fn traffic_problems(cfg: &LoadedConfig, set: &ResolvedSet, mode: Mode)
         return Vec::new();
     };
     let target_label = format!("target `{target_name}` ({})", target.info().name);
-    let support =
-        match target
-            .traffic_support(c.plugin_config(target_name), &cfg.base_dir)
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return vec![cfg.problem(
-                    "target.plugin",
-                    format!("{target_label} could not say which traffic splits it supports: {e}"),
-                    crate::plugin::fault_help(&e),
-                )]
-            }
-            Err(e) => return vec![cfg.problem(
+    let support = match target
+        .traffic_support(c.plugin_config(target_name), &cfg.base_dir)
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return vec![cfg.problem(
+                "target.plugin",
+                format!("{target_label} could not say which traffic splits it supports: {e}"),
+                crate::plugin::fault_help(&e),
+            )]
+        }
+        Err(e) => {
+            return vec![cfg.problem(
                 "target.plugin",
                 format!(
                     "cannot start {target_label} to ask which traffic splits it supports: {e:#}"
                 ),
                 "",
-            )],
-        };
+            )]
+        }
+    };
     let lacks_something = [
         Need::Weights,
         Need::HeaderMatches,
