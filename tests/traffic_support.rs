@@ -153,6 +153,10 @@ fn plugin_table(name: &str) -> String {
             "[plugins.hostile]\nsource = \"{}\"\n",
             plugin_path("hostile-strategy").display()
         ),
+        "hostile-target" => format!(
+            "[plugins.hostile-target]\nsource = \"{}\"\n",
+            plugin_path("hostile-target").display()
+        ),
         "ab" => "[plugins.ab]\nsource = \"builtin:ab-test\"\n".into(),
         other => format!("[plugins.{other}]\nsource = \"builtin:{other}\"\n"),
     }
@@ -422,6 +426,88 @@ async fn a_hostile_strategy_in_the_dry_run_is_held_to_its_limits() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // The host kept working: a valid file right after is valid.
+    let problems = w.validate(&Deploy::default()).await;
+    assert!(problems.is_empty(), "{}", messages(&problems));
+}
+
+/// A target's `supported-traffic` answer is plugin output like any other: a note that tries
+/// to forge a terminal line is escaped and cut, a target that never answers or answers an
+/// error is reported at `target.plugin`, and no other target call is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_targets_traffic_support_is_bounded() {
+    let w = World::new();
+    let ab = |extra: &'static str| Deploy {
+        target: "hostile-target",
+        strategy: "ab",
+        params: HEADER_MATCH,
+        plugins_extra: extra,
+        ..Default::default()
+    };
+    let problems = w
+        .validate(&ab("[plugins.hostile-target.config]\nattack = \"forge-note\""))
+        .await;
+    assert_eq!(problems.len(), 1, "{}", messages(&problems));
+    let p = &problems[0];
+    assert!(
+        p.message.ends_with(
+            "which target `hostile-target` (hostile-target) does not support"
+        ),
+        "{}",
+        p.message
+    );
+    assert!(
+        p.help.starts_with(
+            "the target says: use router \"mesh\"\\n\\u{1b}[31m2026-01-01 INFO dax: promoted"
+        ),
+        "{}",
+        p.help
+    );
+    assert!(p.help.ends_with(" more bytes cut]"), "{}", p.help);
+    assert!(p.help.len() < 400, "{} bytes", p.help.len());
+    assert!(!p.help.contains('\n') && !p.help.contains('\u{1b}'));
+    // `dax deploy` refuses it the same way; any other call would have failed the run.
+    match w
+        .engine()
+        .deploy(
+            w.load(&ab("[plugins.hostile-target.config]\nattack = \"forge-note\"")),
+            None,
+            None,
+        )
+        .await
+    {
+        Err(DeployError::Invalid(p)) => assert_eq!(p, problems),
+        Err(e) => panic!("refused for another reason: {e:#}"),
+        Ok(r) => panic!("not refused: {:?} {}", r.status, r.reason),
+    }
+
+    let started = Instant::now();
+    let problems = w
+        .validate(&ab(
+            "[plugins.hostile-target.config]\nattack = \"sleep\"\n[plugins.hostile-target.limits]\ncall_timeout = \"200ms\"\nwall_timeout = \"500ms\"",
+        ))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(problems.len(), 1, "{}", messages(&problems));
+    let p = &problems[0];
+    assert_eq!(p.field, "target.plugin");
+    assert!(
+        p.message.starts_with("target `hostile-target` (hostile-target) could not say which traffic splits it supports: plugin `hostile-target` faulted"),
+        "{}",
+        p.message
+    );
+    assert!(p.message.contains("limits.wall_timeout"), "{}", p.message);
+    assert!(p.help.contains("limits.wall_timeout"), "{}", p.help);
+
+    let problems = w
+        .validate(&ab("[plugins.hostile-target.config]\nattack = \"error\""))
+        .await;
+    assert_eq!(problems.len(), 1, "{}", messages(&problems));
+    assert_eq!(
+        problems[0].message,
+        "target `hostile-target` (hostile-target) could not say which traffic splits it supports: plugin `hostile-target` returned an error: unsupported: no router configured"
+    );
+
+    // The host kept working.
     let problems = w.validate(&Deploy::default()).await;
     assert!(problems.is_empty(), "{}", messages(&problems));
 }
