@@ -444,14 +444,15 @@ async fn a_hostile_targets_traffic_support_is_bounded() {
         ..Default::default()
     };
     let problems = w
-        .validate(&ab("[plugins.hostile-target.config]\nattack = \"forge-note\""))
+        .validate(&ab(
+            "[plugins.hostile-target.config]\nattack = \"forge-note\"",
+        ))
         .await;
     assert_eq!(problems.len(), 1, "{}", messages(&problems));
     let p = &problems[0];
     assert!(
-        p.message.ends_with(
-            "which target `hostile-target` (hostile-target) does not support"
-        ),
+        p.message
+            .ends_with("which target `hostile-target` (hostile-target) does not support"),
         "{}",
         p.message
     );
@@ -469,7 +470,9 @@ async fn a_hostile_targets_traffic_support_is_bounded() {
     match w
         .engine()
         .deploy(
-            w.load(&ab("[plugins.hostile-target.config]\nattack = \"forge-note\"")),
+            w.load(&ab(
+                "[plugins.hostile-target.config]\nattack = \"forge-note\"",
+            )),
             None,
             None,
         )
