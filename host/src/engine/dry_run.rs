@@ -309,16 +309,13 @@ async fn simulate(
                         Vetted::Forward(step) => {
                             state = d.state;
                             let by = DecidedBy::Strategy;
-                            let (note, ends_as) = (String::new(), None);
-                            (
-                                EngineStep {
-                                    step,
-                                    note,
-                                    by,
-                                    ends_as,
-                                },
-                                None,
-                            )
+                            let forward = EngineStep {
+                                step,
+                                note: d.note,
+                                by,
+                                ends_as: None,
+                            };
+                            (forward, None)
                         }
                         Vetted::Refused { why, instead } => (instead, Some(why)),
                     },
