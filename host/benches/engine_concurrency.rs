@@ -149,10 +149,14 @@ struct NoopTarget;
 
 #[async_trait::async_trait]
 impl Target for NoopTarget {
-    async fn traffic_support(&self) -> CallResult<dax::contract::TrafficSupport> {
-        Ok(dax::contract::TrafficSupport {
+    async fn traffic_support(&self) -> CallResult<TrafficSupport> {
+        // Everything, so `dax deploy` skips its dry run of the strategy.
+        Ok(TrafficSupport {
             weights: true,
-            ..Default::default()
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: String::new(),
         })
     }
     async fn deploy(&self, _w: &Workload) -> CallResult<()> {
