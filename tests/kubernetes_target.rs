@@ -68,6 +68,8 @@ struct Opts<'a> {
     query: &'a str,
     /// Extra `[target.workload]` keys.
     workload: &'a str,
+    /// `resources` of the kube grant.
+    resources: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -79,6 +81,8 @@ impl Default for Opts<'_> {
             params: "interval = \"1s\"\nthreshold = 2\nmaxWeight = 50\nstepWeight = 25",
             query: "value:100",
             workload: "",
+            resources: r#""apps/deployments", "services", "gateway.networking.k8s.io/httproutes",
+             "autoscaling/horizontalpodautoscalers", "configmaps", "networking.k8s.io/ingresses""#,
         }
     }
 }
@@ -146,8 +150,7 @@ namespace = "{ns}"
 [plugins.kubernetes.grants.kube]
 kubeconfig = "{kubeconfig}"
 namespaces = ["{ns}"]
-resources = ["apps/deployments", "services", "gateway.networking.k8s.io/httproutes",
-             "autoscaling/horizontalpodautoscalers", "configmaps", "networking.k8s.io/ingresses"]
+resources = [{resources}]
 verbs = ["get", "list", "apply", "patch", "delete"]
 
 [plugins.{strategy}]
@@ -158,6 +161,7 @@ source = "{metrics}"
 "#,
             version = o.version,
             workload = o.workload,
+            resources = o.resources,
             strategy = o.strategy,
             params = o.params,
             query = o.query,
@@ -611,6 +615,68 @@ fn rolling_scales_batch_by_batch_then_promotes() {
     }
     assert_eq!(seen.last().unwrap(), "[0,2]", "{seen:?}");
     assert_promoted(&w, &out);
+}
+
+/// A grant without the HTTPRoute: the refusal names the resource to add, and the rollback
+/// still takes the candidate down.
+#[test]
+fn a_missing_grant_is_named_and_the_candidate_still_leaves() {
+    let Some(w) = World::new("kt-grant") else {
+        return;
+    };
+    let o = Opts {
+        resources: r#""apps/deployments", "services", "configmaps", "autoscaling/horizontalpodautoscalers""#,
+        ..Opts::default()
+    };
+    let (code, out) = w.deploy(&o, "g");
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("the plugin needs `gateway.networking.k8s.io/httproutes` in `resources` of [plugins.NAME.grants.kube]"),
+        "{out}"
+    );
+    assert_eq!(w.replicas("web"), 0, "{out}");
+    assert_eq!(w.image("web-primary"), "registry.invalid/web:v1");
+    assert_eq!(w.get("httproute", "web"), Value::Null);
+    // The same cluster and namespace keep working with the full grant.
+    let (code, out) = w.deploy(&Opts::default(), "ok");
+    assert_eq!(code, Some(0), "{out}");
+    assert_promoted(&w, &out);
+}
+
+/// `dax validate` asks the plugin what its router supports and refuses a canary's weights on
+/// the `service` router before anything runs, with the plugin's note.
+#[test]
+fn validate_refuses_weights_on_the_service_router() {
+    let Some(w) = World::new("kt-validate") else {
+        return;
+    };
+    let file = w.write(&Opts {
+        router: "service",
+        ..Opts::default()
+    });
+    let out = Command::new(dax_bin())
+        .args(["validate", file.to_str().unwrap()])
+        .env(
+            "DAX_CACHE_DIR",
+            repo_root().join("target/test-component-cache"),
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("router \"service\" only switches the apex Service"),
+        "{text}"
+    );
+    assert_eq!(
+        w.get("deployment", "web-primary"),
+        Value::Null,
+        "validate touched nothing"
+    );
 }
 
 /// SIGKILL `dax deploy` at several points of a canary, `dax resume`: the cluster ends exactly

@@ -334,16 +334,24 @@ fn forget_promotion(api: &mut dyn Api, app: &str) -> Result<(), PluginError> {
 /// All traffic to the primary (restored to its previous template if a promotion was cut
 /// short) and the candidate to zero.
 pub fn rollback(api: &mut dyn Api, cfg: &Config, app: &str) -> Result<(), PluginError> {
-    if let Some(primary) = api.get(DEPLOYMENT, &primary_name(app))? {
-        if let Some(restored) = restore_primary(&primary) {
-            api.apply(restored)?;
+    // Each part is tried even when an earlier one fails (e.g. a route the grant does not
+    // cover): the candidate leaves however the traffic stands. The first error is reported.
+    let restored = (|| {
+        if let Some(primary) = api.get(DEPLOYMENT, &primary_name(app))? {
+            if let Some(restored) = restore_primary(&primary) {
+                api.apply(restored)?;
+            }
         }
-    }
-    routers::reset(api, cfg, app)?;
-    if api.get(DEPLOYMENT, app)?.is_some() {
-        api.merge_patch(DEPLOYMENT, app, json!({ "spec": { "replicas": 0 } }))?;
-    }
-    Ok(())
+        Ok(())
+    })();
+    let routed = routers::reset(api, cfg, app);
+    let scaled = (|| {
+        if api.get(DEPLOYMENT, app)?.is_some() {
+            api.merge_patch(DEPLOYMENT, app, json!({ "spec": { "replicas": 0 } }))?;
+        }
+        Ok(())
+    })();
+    restored.and(routed).and(scaled)
 }
 
 /// The primary as it was before an unfinished promotion, or `None`.

@@ -12,6 +12,8 @@ struct Fake {
     /// Deployments whose rollout never finishes.
     stuck: Vec<String>,
     clock: u64,
+    /// A kind the grant does not cover: every call on it is refused.
+    denied: Option<&'static str>,
 }
 
 /// Merge `b` into `a` (maps recursively, lists of named objects by name as server-side
@@ -98,6 +100,12 @@ impl Api for Fake {
     fn apply(&mut self, object: Value) -> Result<Value, PluginError> {
         self.requests += 1;
         let kind = crate::api::kind_of(&object);
+        if self.denied == Some(kind.kind) {
+            return Err(PluginError::InvalidConfig(format!(
+                "{} not granted",
+                kind.grant
+            )));
+        }
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         let mut v = self.obj(kind, &name).cloned().unwrap_or(json!({}));
         // Good enough for these tests: the plugin owns whole objects it applies, except the
@@ -444,4 +452,18 @@ fn api_requests_per_call() {
     f.requests = 0;
     status(&mut f, &c, "web", Slot::Candidate).unwrap();
     assert_eq!(f.requests, 1, "status is one get");
+}
+
+#[test]
+fn rollback_scales_the_candidate_down_even_when_the_route_is_refused() {
+    let mut f = cluster();
+    let c = cfg("gateway-api");
+    deploy(&mut f, &c, &v2()).unwrap();
+    f.denied = Some("HTTPRoute");
+    let e = rollback(&mut f, &c, "web").unwrap_err();
+    assert!(
+        format!("{e:?}").contains("gateway.networking.k8s.io/httproutes not granted"),
+        "{e:?}"
+    );
+    assert_eq!(f.obj(DEPLOYMENT, "web").unwrap()["spec"]["replicas"], 0);
 }
