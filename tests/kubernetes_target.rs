@@ -355,6 +355,21 @@ fn canary_steps_the_httproute_weights_then_promotes() {
     let Some(w) = World::new("kt-canary") else {
         return;
     };
+    // An HPA on the app: the primary gets its own copy.
+    w.cluster.apply(
+        r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: kt-canary}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}
+"#,
+    );
     let t0 = Instant::now();
     let (code, out, seen) = w.deploy_watching(&Opts::default(), "c", World::route_weights);
     eprintln!("canary rollout took {:.1?}", t0.elapsed());
@@ -385,6 +400,14 @@ fn canary_steps_the_httproute_weights_then_promotes() {
         serde_json::json!({"app": "web"})
     );
     assert_eq!(w.image("web"), "registry.invalid/web:v2");
+    let hpa = w.get("hpa", "web-primary");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        "web-primary",
+        "{}\n{out}",
+        w.cluster.kubectl(&["get", "hpa", "-A", "-o", "wide"])
+    );
+    assert_eq!(hpa["spec"]["maxReplicas"], 5);
 }
 
 #[test]
