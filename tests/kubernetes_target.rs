@@ -82,7 +82,8 @@ impl Default for Opts<'_> {
             query: "value:100",
             workload: "",
             resources: r#""apps/deployments", "services", "gateway.networking.k8s.io/httproutes",
-             "autoscaling/horizontalpodautoscalers", "configmaps", "networking.k8s.io/ingresses""#,
+             "autoscaling/horizontalpodautoscalers", "configmaps", "networking.k8s.io/ingresses",
+             "networking.istio.io/virtualservices", "networking.istio.io/destinationrules""#,
         }
     }
 }
@@ -116,6 +117,7 @@ impl World {
                 "router = \"gateway-api\"\ngateway_api = { parent_refs = [{ name = \"gateway\" }] }"
             }
             "nginx" => "router = \"nginx\"",
+            "istio" => "router = \"istio\"",
             _ => "router = \"service\"",
         };
         let text = format!(
@@ -637,6 +639,49 @@ fn rolling_scales_batch_by_batch_then_promotes() {
         );
     }
     assert_eq!(seen.last().unwrap(), "[0,2]", "{seen:?}");
+    assert_promoted(&w, &out);
+}
+
+/// The Istio router: VirtualService weights step, DestinationRules per host.
+#[test]
+fn istio_router_steps_the_virtual_service_weights() {
+    let Some(w) = World::new("kt-istio") else {
+        return;
+    };
+    let o = Opts {
+        router: "istio",
+        ..Opts::default()
+    };
+    let weights = |w: &World| {
+        let vs = w.get("virtualservice", "web");
+        match vs["spec"]["http"].as_array().and_then(|h| h.last()) {
+            Some(route) => Value::Array(
+                route["route"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["weight"].clone())
+                    .collect(),
+            ),
+            None => Value::Null,
+        }
+    };
+    let (code, out, seen) = w.deploy_watching(&o, "istio", weights);
+    assert_eq!(code, Some(0), "{out}");
+    let steps: Vec<String> = seen.iter().map(|v| v.to_string()).collect();
+    for want in ["[75,25]", "[50,50]"] {
+        assert!(steps.contains(&want.to_string()), "{want} not in {steps:?}");
+    }
+    assert_eq!(steps.last().unwrap(), "[100,0]");
+    let vs = w.get("virtualservice", "web");
+    assert_eq!(vs["spec"]["hosts"], serde_json::json!(["web"]));
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][0]["destination"]["host"],
+        "web-primary"
+    );
+    for host in ["web-primary", "web-canary"] {
+        assert_eq!(w.get("destinationrule", host)["spec"]["host"], host);
+    }
     assert_promoted(&w, &out);
 }
 

@@ -44,6 +44,16 @@ pub const HTTP_ROUTE: Kind = Kind {
     kind: "HTTPRoute",
     grant: "gateway.networking.k8s.io/httproutes",
 };
+pub const VIRTUAL_SERVICE: Kind = Kind {
+    api_version: "networking.istio.io/v1",
+    kind: "VirtualService",
+    grant: "networking.istio.io/virtualservices",
+};
+pub const DESTINATION_RULE: Kind = Kind {
+    api_version: "networking.istio.io/v1",
+    kind: "DestinationRule",
+    grant: "networking.istio.io/destinationrules",
+};
 pub const INGRESS: Kind = Kind {
     api_version: "networking.k8s.io/v1",
     kind: "Ingress",

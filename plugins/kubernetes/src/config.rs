@@ -13,6 +13,8 @@ pub enum RouterKind {
     Nginx,
     /// No router: the apex Service's selector switches between the two (blue-green).
     Service,
+    /// Istio VirtualService weights, header/cookie matches and mirroring.
+    Istio,
 }
 
 impl RouterKind {
@@ -21,6 +23,7 @@ impl RouterKind {
             RouterKind::GatewayApi => "gateway-api",
             RouterKind::Nginx => "nginx",
             RouterKind::Service => "service",
+            RouterKind::Istio => "istio",
         }
     }
 }
@@ -64,6 +67,20 @@ pub struct Config {
     /// `router = "nginx"` settings.
     #[serde(default)]
     pub nginx: Option<Nginx>,
+    /// `router = "istio"` settings.
+    #[serde(default)]
+    pub istio: Option<Istio>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Istio {
+    /// `spec.hosts` of the VirtualService; default the apex Service `<app>`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `spec.gateways` (`namespace/name`, or `mesh`); default none (mesh traffic).
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -197,6 +214,15 @@ pub fn problems(config: &str) -> Vec<(String, String)> {
         )),
         _ => {}
     }
+    if cfg.istio.is_some() && cfg.router != RouterKind::Istio {
+        out.push((
+            "istio".into(),
+            format!(
+                "only used with router \"istio\" (router is \"{}\")",
+                cfg.router.name()
+            ),
+        ));
+    }
     if cfg.nginx.is_some() && cfg.router != RouterKind::Nginx {
         out.push((
             "nginx".into(),
@@ -277,9 +303,9 @@ mod tests {
         );
         let typo = problems(r#"{"namespace":"shop","routr":"nginx"}"#);
         assert!(typo[0].1.contains("unknown field `routr`"), "{typo:?}");
-        let router = problems(r#"{"namespace":"shop","router":"istio"}"#);
+        let router = problems(r#"{"namespace":"shop","router":"linkerd"}"#);
         assert!(
-            router[0].1.contains("unknown variant `istio`"),
+            router[0].1.contains("unknown variant `linkerd`"),
             "{router:?}"
         );
     }

@@ -136,6 +136,7 @@ pub fn deploy(api: &mut dyn Api, cfg: &Config, w: &Rollout) -> Result<(), Plugin
     )
     .map_err(invalid)?;
     api.apply(candidate)?;
+    routers::prepare(api, cfg, app)?;
     routers::reset(api, cfg, app)
 }
 

@@ -4,6 +4,7 @@
 //! objects with pure functions; [`set`] and [`finalize`] do the I/O.
 
 pub mod gateway_api;
+pub mod istio;
 pub mod nginx;
 pub mod service;
 
@@ -41,6 +42,13 @@ pub fn support(router: RouterKind) -> Support {
                    a cookie must equal \"always\"); no mirroring: use router \"gateway-api\" for mirroring"
                 .into(),
         },
+        RouterKind::Istio => Support {
+            weights: true,
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: "router \"istio\": cookie matches become a regular-expression match on the cookie header".into(),
+        },
         RouterKind::Service => Support {
             weights: false,
             header_matches: false,
@@ -56,7 +64,7 @@ pub fn support(router: RouterKind) -> Support {
 /// Why `router` cannot carry out `split`, if it cannot.
 pub fn unsupported(router: RouterKind, split: &TrafficSplit) -> Option<String> {
     match router {
-        RouterKind::GatewayApi => None,
+        RouterKind::GatewayApi | RouterKind::Istio => None,
         RouterKind::Nginx => nginx::unsupported(split),
         RouterKind::Service => service::unsupported(split),
     }
@@ -83,8 +91,22 @@ pub fn set(
                 split,
             ))?;
         }
+        RouterKind::Istio => {
+            let istio = cfg.istio.clone().unwrap_or_default();
+            api.apply(istio::virtual_service(api.namespace(), app, &istio, split))?;
+        }
         RouterKind::Nginx => nginx::set(api, cfg, app, split)?,
         RouterKind::Service => service::set(api, cfg, app, split)?,
+    }
+    Ok(())
+}
+
+/// Objects a router needs once per rollout, before any traffic step (applied by `deploy`).
+pub fn prepare(api: &mut dyn Api, cfg: &Config, app: &str) -> Result<(), PluginError> {
+    if cfg.router == RouterKind::Istio {
+        for rule in istio::destination_rules(api.namespace(), app) {
+            api.apply(rule)?;
+        }
     }
     Ok(())
 }
