@@ -644,7 +644,7 @@ fn rolling_scales_batch_by_batch_then_promotes() {
 
 /// The Istio router: VirtualService weights step, DestinationRules per host.
 #[test]
-fn istio_router_steps_the_virtual_service_weights() {
+fn istio_router_steps_weights_writes_header_routes_and_mirrors() {
     let Some(w) = World::new("kt-istio") else {
         return;
     };
@@ -683,6 +683,65 @@ fn istio_router_steps_the_virtual_service_weights() {
         assert_eq!(w.get("destinationrule", host)["spec"]["host"], host);
     }
     assert_promoted(&w, &out);
+
+    // A/B: a first HTTP route sends requests with the header to the candidate only.
+    let http = |w: &World| w.get("virtualservice", "web")["spec"]["http"].clone();
+    let o = Opts {
+        version: "v3",
+        router: "istio",
+        strategy: "ab-test",
+        params: "interval = \"1s\"\niterations = 2\nmatch = [{ header = \"X-Canary\", exact = \"insider\" }]",
+        ..Opts::default()
+    };
+    let (code, out, seen) = w.deploy_watching(&o, "istio-ab", http);
+    assert_eq!(code, Some(0), "{out}");
+    let ab = seen
+        .iter()
+        .find(|h| h.as_array().is_some_and(|a| a.len() == 2))
+        .unwrap_or_else(|| panic!("no A/B route seen: {seen:#?}"));
+    assert_eq!(
+        ab[0]["match"],
+        serde_json::json!([{"headers": {"x-canary": {"exact": "insider"}}}])
+    );
+    assert_eq!(ab[0]["route"][1]["destination"]["host"], "web-canary");
+    assert_eq!(ab[0]["route"][1]["weight"], 100);
+    assert_eq!(seen.last().unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(w.image("web-primary"), "registry.invalid/web:v3");
+
+    // Mirroring: blue-green copies half of the primary's requests to the candidate first.
+    let o = Opts {
+        version: "v4",
+        router: "istio",
+        strategy: "blue-green",
+        params: "interval = \"1s\"\nscaleDownDelay = \"1s\"\nmirror = true\nmirrorWeight = 50",
+        ..Opts::default()
+    };
+    let (code, out, seen) = w.deploy_watching(&o, "istio-mirror", http);
+    assert_eq!(code, Some(0), "{out}");
+    let (mirror, percent) = seen
+        .iter()
+        .find_map(|h| {
+            let default = h.as_array()?.last()?;
+            Some((
+                default.get("mirror")?.clone(),
+                default["mirrorPercentage"].clone(),
+            ))
+        })
+        .unwrap_or_else(|| panic!("no mirror seen: {seen:#?}"));
+    assert_eq!(mirror["host"], "web-canary");
+    assert_eq!(percent["value"].as_f64(), Some(50.0));
+    assert!(
+        seen.last()
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .get("mirror")
+            .is_none(),
+        "{seen:#?}"
+    );
+    assert_eq!(w.image("web-primary"), "registry.invalid/web:v4");
 }
 
 /// A grant without the HTTPRoute: the refusal names the resource to add, and the rollback
