@@ -1,6 +1,6 @@
 //! `dax plugin ...`: build, list and inspect plugins.
 
-use crate::plugin::build::{self, BuildOptions};
+use crate::authoring::build::{self, BuildOptions};
 use crate::plugin::{builtin, HostOptions, PluginHost, PluginSpec};
 use anyhow::Context as _;
 use std::path::PathBuf;
