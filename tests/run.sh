@@ -52,10 +52,10 @@ step "build dax"
 cargo build -p dax --quiet
 
 step "build every plugin from source (Rust + JavaScript)"
-"$CARGO_TARGET_DIR/debug/dax" plugin build
+"$CARGO_TARGET_DIR/debug/dax" plugin build --all
 
 step "embedded plugins match the current sources"
-"$CARGO_TARGET_DIR/debug/dax" plugin build --check
+"$CARGO_TARGET_DIR/debug/dax" plugin build --all --check
 
 step "plugin crates' own unit and property tests"
 # Only first-party plugins carry native unit tests; example and test plugins are

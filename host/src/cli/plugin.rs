@@ -8,24 +8,35 @@ use std::path::PathBuf;
 /// Subcommands of `dax plugin`.
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
-    /// Build every plugin crate under plugins/, examples/plugins/ and tests/plugins/ (and
-    /// JavaScript plugins under examples/plugins/) into components in target/plugins/.
+    /// Build the plugin project at PATH (default: the current directory) into a component
+    /// in PATH/dist/ — a Rust crate, a JavaScript project (componentize-js) or a Python
+    /// project (componentize-py); with --all, every plugin of this repository.
     Build {
-        /// Also refresh the components embedded in the dax binary (host/builtin/).
+        /// The plugin project (Cargo.toml, package.json or pyproject.toml); default `.`.
+        #[arg(conflicts_with_all = ["all", "repo"])]
+        path: Option<PathBuf>,
+        /// Build every plugin crate under plugins/, examples/plugins/ and tests/plugins/
+        /// (and JavaScript plugins under examples/plugins/) into $CARGO_TARGET_DIR/plugins/.
         #[arg(long)]
+        all: bool,
+        /// Also refresh the components embedded in the dax binary (host/builtin/).
+        #[arg(long, requires = "all")]
         embed: bool,
         /// Fail unless the embedded components equal a fresh build of the current sources.
-        #[arg(long, conflicts_with = "embed")]
+        #[arg(long, conflicts_with = "embed", requires = "all")]
         check: bool,
-        /// Build only these packages.
+        /// Build only these packages (of the repository, or of a Rust workspace at PATH).
         #[arg(short = 'p', long = "package")]
         packages: Vec<String>,
         /// Skip JavaScript plugins.
-        #[arg(long)]
+        #[arg(long, requires = "all")]
         no_js: bool,
-        /// Repository root (default: found from the current directory).
-        #[arg(long)]
+        /// Repository root for --all (default: found from the current directory).
+        #[arg(long, requires = "all")]
         repo: Option<PathBuf>,
+        /// Where to write the component(s) of PATH (default: PATH/dist).
+        #[arg(long, conflicts_with = "all")]
+        out_dir: Option<PathBuf>,
     },
     /// List the builtin plugins of this binary.
     List,
@@ -45,16 +56,42 @@ pub enum PluginCommand {
 pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
     match cmd {
         PluginCommand::Build {
+            path,
+            all: false,
+            packages,
+            out_dir,
+            ..
+        } => {
+            let dir = path.unwrap_or_else(|| PathBuf::from("."));
+            if build::find_repo_root(&dir).is_some_and(|root| {
+                root.canonicalize().ok() == dir.canonicalize().ok()
+            }) {
+                anyhow::bail!(
+                    "`{}` is the dax repository, not a plugin project: use `dax plugin build --all` to build every plugin in it",
+                    dir.display()
+                );
+            }
+            let built = tokio::task::spawn_blocking(move || {
+                build::build_project(&dir, &packages, out_dir.as_deref(), &mut |line| {
+                    eprintln!("dax plugin build: {line}")
+                })
+            })
+            .await??;
+            print_built(&built, json)?;
+            Ok(0)
+        }
+        PluginCommand::Build {
             embed,
             check,
             packages,
             no_js,
             repo,
+            ..
         } => {
             let root = match repo {
                 Some(r) => r,
                 None => build::find_repo_root(&std::env::current_dir()?)
-                    .context("not inside a dax repository (no wit/ and plugins/ above the current directory); pass --repo")?,
+                    .context("--all builds the plugins of a dax repository, and there is none here (no wit/ and plugins/ above the current directory); pass --repo, or build one project with `dax plugin build PATH`")?,
             };
             let mut options = BuildOptions::for_repo(root.clone());
             options.embed = embed;
@@ -87,22 +124,11 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                         report.rebuilt_differently
                     );
                 } else {
-                    println!("embedded plugins are stale: {report:?}\nrun `cargo run -p dax -- plugin build --embed` and commit host/builtin/");
+                    println!("embedded plugins are stale: {report:?}\nrun `cargo run -p dax -- plugin build --all --embed` and commit host/builtin/");
                 }
                 return Ok(if ok { 0 } else { 1 });
             }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&built)?);
-            } else {
-                for p in &built {
-                    println!(
-                        "{:<24} {:>8} KiB  {}",
-                        p.name,
-                        p.bytes / 1024,
-                        p.path.display()
-                    );
-                }
-            }
+            print_built(&built, json)?;
             Ok(0)
         }
         PluginCommand::List => {
@@ -180,6 +206,23 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// One line per component: name, size and where it is.
+fn print_built(built: &[build::BuiltPlugin], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(built)?);
+    } else {
+        for p in built {
+            println!(
+                "{:<24} {:>8} KiB  {}",
+                p.name,
+                p.bytes / 1024,
+                p.path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn spec_for(source: &str, sha256: Option<String>) -> PluginSpec {
