@@ -7,3 +7,5 @@
 //! Nothing here runs during a deployment: the runtime lives in [`crate::plugin`].
 
 pub mod build;
+pub mod new;
+pub mod test;

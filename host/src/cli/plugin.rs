@@ -1,9 +1,11 @@
 //! `dax plugin ...`: build, list and inspect plugins.
 
 use crate::authoring::build::{self, BuildOptions};
+use crate::authoring::{new, test};
+use crate::contract::PluginRole;
 use crate::plugin::{builtin, HostOptions, PluginHost, PluginSpec};
 use anyhow::Context as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Subcommands of `dax plugin`.
 #[derive(Debug, clap::Subcommand)]
@@ -38,6 +40,37 @@ pub enum PluginCommand {
         #[arg(long, conflicts_with = "all")]
         out_dir: Option<PathBuf>,
     },
+    /// Create a plugin project (outside any repository) that builds with `dax plugin build`
+    /// and passes its own test (`dax plugin test . --input test/calls.toml`) as generated.
+    New {
+        /// The plugin's name (lowercase letters, digits and hyphens).
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long, value_enum)]
+        lang: new::Language,
+        /// Folder to create (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run a plugin's role calls from a scripted input file in the real host (sandbox,
+    /// grants and limits as in a deployment) and print the answers.
+    ///
+    /// Calls: describe, validate-config (any role); run-query (metric-provider); scan
+    /// (scanner); describe-plan, start, next (strategy); traffic-support, deploy,
+    /// set-traffic, scale, status, promote, rollback, finalize (target). Exit code 1 when an
+    /// answer does not match the file's `expect`.
+    Test {
+        /// A component (.wasm), `builtin:NAME`, or a plugin project (built first).
+        plugin: String,
+        /// The scripted calls (TOML, or JSON for *.json); see `test/calls.toml` of a project
+        /// made by `dax plugin new`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Fail unless the plugin has this role.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+    },
     /// List the builtin plugins of this binary.
     List,
     /// Load a plugin (builtin:NAME, a .wasm path or a URL) and show what it is.
@@ -50,6 +83,26 @@ pub enum PluginCommand {
         #[arg(long)]
         allow_insecure_http: bool,
     },
+}
+
+/// A plugin role on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Target,
+    Scanner,
+    MetricProvider,
+    Strategy,
+}
+
+impl From<RoleArg> for PluginRole {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Target => PluginRole::Target,
+            RoleArg::Scanner => PluginRole::Scanner,
+            RoleArg::MetricProvider => PluginRole::MetricProvider,
+            RoleArg::Strategy => PluginRole::Strategy,
+        }
+    }
 }
 
 /// Run a `dax plugin` subcommand; returns the process exit code.
@@ -130,6 +183,83 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             }
             print_built(&built, json)?;
             Ok(0)
+        }
+        PluginCommand::New {
+            name,
+            role,
+            lang,
+            dir,
+        } => {
+            let project = new::NewProject {
+                dir: dir.unwrap_or_else(|| PathBuf::from(&name)),
+                name,
+                role: role.into(),
+                language: lang,
+            };
+            let files = new::create(&project)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "dir": project.dir, "files": files,
+                    }))?
+                );
+            } else {
+                let dir = project.dir.display();
+                println!("created {dir} ({} files): a {} plugin in {:?}", files.len(), project.role, lang);
+                println!("next:\n  dax plugin build {dir}\n  dax plugin test {dir} --input {dir}/test/calls.toml");
+            }
+            Ok(0)
+        }
+        PluginCommand::Test {
+            plugin,
+            input,
+            role,
+        } => {
+            let input = test::TestInput::read(&input)?;
+            let source = if Path::new(&plugin).is_dir() {
+                let plugin = PathBuf::from(plugin);
+                let built = tokio::task::spawn_blocking(move || {
+                    build::build_project(&plugin, &[], None, &mut |line| {
+                        eprintln!("dax plugin build: {line}")
+                    })
+                })
+                .await??;
+                match built.as_slice() {
+                    [one] => one.path.display().to_string(),
+                    many => anyhow::bail!(
+                        "that project builds {} plugins; pass one component (.wasm) instead: {}",
+                        many.len(),
+                        many.iter().map(|p| p.path.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                }
+            } else {
+                plugin
+            };
+            let report = test::run(&source, &input, role.map(Into::into)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} ({} plugin, sha256 {})", report.plugin, report.role, report.sha256);
+                for c in &report.calls {
+                    let mark = match c.passed {
+                        Some(true) => "ok  ",
+                        Some(false) => "FAIL",
+                        None => "    ",
+                    };
+                    let answer = match (&c.ok, &c.error) {
+                        (Some(v), _) => v.to_string(),
+                        (None, Some(e)) => format!("error: {e}"),
+                        (None, None) => String::new(),
+                    };
+                    println!("{mark} {:<16} {answer}", c.call);
+                    if let Some(why) = &c.mismatch {
+                        println!("     {why}");
+                    }
+                }
+                println!("{} passed, {} failed", report.passed, report.failed);
+            }
+            Ok(if report.failed == 0 { 0 } else { 1 })
         }
         PluginCommand::List => {
             let host = PluginHost::new(HostOptions::default())?;
