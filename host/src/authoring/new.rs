@@ -232,7 +232,7 @@ fn js_files(project: &NewProject) -> Vec<(String, String)> {
             "JavaScript",
             "plugin.js",
             "`npm run build` (what `dax plugin build` runs) first writes TypeScript declarations \
-             for the world into `types/` with `jco types`, then builds the component with \
+             for the world into `types/` with jco's type generator (`types.mjs`), then builds the component with \
              componentize-js; `dax.js` has small helpers and says how WIT types map to \
              JavaScript (u64 is a BigInt, variants are `{ tag, val }`, errors are thrown). \
              Editors type-check `plugin.js` against `types/` through `jsconfig.json`.",
@@ -241,6 +241,7 @@ fn js_files(project: &NewProject) -> Vec<(String, String)> {
     files.push(("package.json".into(), fill(include_str!("templates/js/package.json"), project)));
     files.push(("package-lock.json".into(), js_lockfile(&project.name)));
     files.push(("build.mjs".into(), fill(include_str!("templates/js/build.mjs"), project)));
+    files.push(("types.mjs".into(), fill(include_str!("templates/js/types.mjs"), project)));
     files.push(("dax.js".into(), include_str!("templates/js/dax.js").into()));
     files.push(("jsconfig.json".into(), include_str!("templates/js/jsconfig.json").into()));
     files.push(("plugin.js".into(), fill(source, project)));
@@ -255,6 +256,7 @@ fn js_lockfile(name: &str) -> String {
     root["name"] = name.into();
     root["version"] = "0.1.0".into();
     root["devDependencies"]["@bytecodealliance/jco"] = "1.35.0".into();
+    root["devDependencies"]["@bytecodealliance/jco-transpile"] = "0.15.0".into();
     serde_json::to_string_pretty(&lock).expect("JSON") + "\n"
 }
 
