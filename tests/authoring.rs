@@ -29,7 +29,10 @@ fn dax(cwd: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(dax_bin())
         .args(args)
         .current_dir(cwd)
-        .env("DAX_CACHE_DIR", dax_tests::repo_root().join("target/test-component-cache"))
+        .env(
+            "DAX_CACHE_DIR",
+            dax_tests::repo_root().join("target/test-component-cache"),
+        )
         .output()
         .unwrap();
     (
@@ -45,22 +48,45 @@ fn new_build_test(root: &Path, name: &str, role: &str, lang: &str) -> PathBuf {
     let dir = root.join(name);
     let (code, out, err) = dax(
         root,
-        &["plugin", "new", name, "--role", role, "--lang", lang, "--dir", dir.to_str().unwrap()],
+        &[
+            "plugin",
+            "new",
+            name,
+            "--role",
+            role,
+            "--lang",
+            lang,
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 0, "plugin new: {out}{err}");
-    assert!(dir.join("wit/types.wit").is_file(), "the project carries the WIT");
+    assert!(
+        dir.join("wit/types.wit").is_file(),
+        "the project carries the WIT"
+    );
 
     let (code, out, err) = dax(&dir, &["plugin", "build"]);
     assert_eq!(code, 0, "plugin build ({lang} {role}): {out}{err}");
     let wasm = dir.join("dist").join(format!("{name}.wasm"));
-    assert!(out.contains(&wasm.display().to_string()), "build prints where the component is: {out}");
+    assert!(
+        out.contains(&wasm.display().to_string()),
+        "build prints where the component is: {out}"
+    );
     assert!(wasm.is_file());
 
     let (code, out, err) = dax(
         root,
         &[
-            "plugin", "test", dir.to_str().unwrap(), "--role", role,
-            "--input", dir.join("test/calls.toml").to_str().unwrap(), "--output", "json",
+            "plugin",
+            "test",
+            dir.to_str().unwrap(),
+            "--role",
+            role,
+            "--input",
+            dir.join("test/calls.toml").to_str().unwrap(),
+            "--output",
+            "json",
         ],
     );
     assert_eq!(code, 0, "plugin test ({lang} {role}): {out}{err}");
@@ -132,8 +158,13 @@ scale = 2.0
     let (code, out, err) = dax(
         root,
         &[
-            "deploy", file.to_str().unwrap(), "--no-progress", "--output", "json",
-            "--state-dir", state.to_str().unwrap(),
+            "deploy",
+            file.to_str().unwrap(),
+            "--no-progress",
+            "--output",
+            "json",
+            "--state-dir",
+            state.to_str().unwrap(),
         ],
     );
     assert_eq!(code, 0, "deploy: {out}{err}");
@@ -154,9 +185,15 @@ fn made_built_tested_deployed(lang: &str, roles: &[&str]) {
 
 /// Whether `tool --version` runs; a missing tool fails under CI and skips locally.
 fn have(tool: &str, why: &str) -> bool {
-    let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(!in_ci(), "{tool} is needed for {why} (tests/run.sh installs it)");
+        assert!(
+            !in_ci(),
+            "{tool} is needed for {why} (tests/run.sh installs it)"
+        );
         eprintln!("skipped: {tool} is not installed ({why})");
     }
     ok
@@ -198,20 +235,36 @@ fn authoring_commands_refuse_what_they_cannot_do() {
     // The repository itself is not one project.
     let (code, _, err) = dax(&dax_tests::repo_root(), &["plugin", "build"]);
     assert_ne!(code, 0);
-    assert!(err.contains("is the dax repository, not a plugin project: use `dax plugin build --all`"), "{err}");
+    assert!(
+        err.contains("is the dax repository, not a plugin project: use `dax plugin build --all`"),
+        "{err}"
+    );
     // An unknown -p in a Rust workspace names what exists.
     let examples = dax_tests::repo_root().join("examples/plugins");
-    let (code, _, err) = dax(r, &["plugin", "build", examples.to_str().unwrap(), "-p", "nope"]);
+    let (code, _, err) = dax(
+        r,
+        &["plugin", "build", examples.to_str().unwrap(), "-p", "nope"],
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("no plugin package named `nope` in") && err.contains("hello-metrics"), "{err}");
+    assert!(
+        err.contains("no plugin package named `nope` in") && err.contains("hello-metrics"),
+        "{err}"
+    );
     // A Rust crate that is not a plugin.
     std::fs::create_dir(r.join("lib")).unwrap();
-    std::fs::write(r.join("lib/Cargo.toml"), "[package]\nname = \"lib\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n").unwrap();
+    std::fs::write(
+        r.join("lib/Cargo.toml"),
+        "[package]\nname = \"lib\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+    )
+    .unwrap();
     std::fs::create_dir(r.join("lib/src")).unwrap();
     std::fs::write(r.join("lib/src/lib.rs"), "").unwrap();
     let (code, _, err) = dax(r, &["plugin", "build", "lib"]);
     assert_ne!(code, 0);
-    assert!(err.contains("is a Rust project without a plugin crate"), "{err}");
+    assert!(
+        err.contains("is a Rust project without a plugin crate"),
+        "{err}"
+    );
     // A Python project without [tool.dax].
     std::fs::create_dir(r.join("py")).unwrap();
     std::fs::write(r.join("py/pyproject.toml"), "[project]\nname = \"py\"\n").unwrap();
@@ -220,10 +273,26 @@ fn authoring_commands_refuse_what_they_cannot_do() {
     assert!(err.contains("has no [tool.dax] table"), "{err}");
 
     // `new`: bad names and non-empty folders.
-    let (code, _, err) = dax(r, &["plugin", "new", "My_Plugin", "--role", "scanner", "--lang", "rust"]);
+    let (code, _, err) = dax(
+        r,
+        &[
+            "plugin",
+            "new",
+            "My_Plugin",
+            "--role",
+            "scanner",
+            "--lang",
+            "rust",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("`My_Plugin` is not a plugin name"), "{err}");
-    let (code, _, err) = dax(r, &["plugin", "new", "x", "--role", "scanner", "--lang", "rust", "--dir", "lib"]);
+    let (code, _, err) = dax(
+        r,
+        &[
+            "plugin", "new", "x", "--role", "scanner", "--lang", "rust", "--dir", "lib",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("already exists and is not empty"), "{err}");
 
@@ -236,19 +305,74 @@ fn authoring_commands_refuse_what_they_cannot_do() {
     )
     .unwrap();
     let wasm = Path::new("builtin:canary");
-    let (code, out, err) = dax(r, &["plugin", "test", wasm.to_str().unwrap(), "--input", canary.to_str().unwrap()]);
+    let (code, out, err) = dax(
+        r,
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--input",
+            canary.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("FAIL describe") && out.contains("ok.name: expected \"not-canary\", got \"canary\""), "{out}");
+    assert!(
+        out.contains("FAIL describe")
+            && out.contains("ok.name: expected \"not-canary\", got \"canary\""),
+        "{out}"
+    );
     assert!(out.contains("0 passed, 1 failed"), "{out}");
-    let (code, _, err) = dax(r, &["plugin", "test", wasm.to_str().unwrap(), "--role", "scanner", "--input", canary.to_str().unwrap()]);
+    let (code, _, err) = dax(
+        r,
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--role",
+            "scanner",
+            "--input",
+            canary.to_str().unwrap(),
+        ],
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("is a strategy plugin, not a scanner plugin"), "{err}");
-    std::fs::write(&canary, "[[call]]\ncall = \"scan\"\nartifact = { name = \"x\", digest = \"\", manifests = [] }\n").unwrap();
-    let (code, _, err) = dax(r, &["plugin", "test", wasm.to_str().unwrap(), "--input", canary.to_str().unwrap()]);
+    assert!(
+        err.contains("is a strategy plugin, not a scanner plugin"),
+        "{err}"
+    );
+    std::fs::write(
+        &canary,
+        "[[call]]\ncall = \"scan\"\nartifact = { name = \"x\", digest = \"\", manifests = [] }\n",
+    )
+    .unwrap();
+    let (code, _, err) = dax(
+        r,
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--input",
+            canary.to_str().unwrap(),
+        ],
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("`scan` is not a call of a strategy plugin"), "{err}");
+    assert!(
+        err.contains("`scan` is not a call of a strategy plugin"),
+        "{err}"
+    );
     std::fs::write(&canary, "[[call]]\ncall = \"launch\"\n").unwrap();
-    let (code, _, err) = dax(r, &["plugin", "test", wasm.to_str().unwrap(), "--input", canary.to_str().unwrap()]);
+    let (code, _, err) = dax(
+        r,
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--input",
+            canary.to_str().unwrap(),
+        ],
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("unknown call `launch`; the calls are: describe, validate-config"), "{err}");
+    assert!(
+        err.contains("unknown call `launch`; the calls are: describe, validate-config"),
+        "{err}"
+    );
 }

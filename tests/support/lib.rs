@@ -33,9 +33,10 @@ pub fn built_plugins() -> &'static BTreeMap<String, PathBuf> {
         if let Ok(list) = std::env::var("DAX_TEST_PLUGIN_WORKSPACES") {
             options.workspaces = list.split(',').map(str::to_string).collect();
         }
-        let built =
-            dax::authoring::build::build_all(&options, &mut |line| eprintln!("[plugin build] {line}"))
-                .unwrap_or_else(|e| panic!("building the test plugins failed: {e:#}"));
+        let built = dax::authoring::build::build_all(&options, &mut |line| {
+            eprintln!("[plugin build] {line}")
+        })
+        .unwrap_or_else(|e| panic!("building the test plugins failed: {e:#}"));
         built.into_iter().map(|p| (p.name, p.path)).collect()
     })
 }

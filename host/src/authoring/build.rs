@@ -769,7 +769,9 @@ pub fn build_project(
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
-    let out_dir = out_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("dist"));
+    let out_dir = out_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("dist"));
     if kind != ProjectKind::Rust && !only.is_empty() {
         bail!(
             "-p {} selects packages of a Rust workspace, but `{}` is a {kind:?} project (one plugin); drop -p",
@@ -826,7 +828,11 @@ fn build_rust_project(
             bail!(
                 "no plugin package named `{name}` in {}; the plugins there are: {}",
                 dir.display(),
-                candidates.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                candidates
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

@@ -216,7 +216,8 @@ fn vendored_sdk_manifest() -> String {
 
 /// The lockfile of the JavaScript example: the generated project installs the same
 /// componentize-js tree (jco comes with it), reproducibly and from npm's cache when warm.
-const JS_SEED_LOCKFILE: &str = include_str!("../../../examples/plugins/js-metrics/package-lock.json");
+const JS_SEED_LOCKFILE: &str =
+    include_str!("../../../examples/plugins/js-metrics/package-lock.json");
 
 fn js_files(project: &NewProject) -> Vec<(String, String)> {
     let source = match project.role {
@@ -238,12 +239,24 @@ fn js_files(project: &NewProject) -> Vec<(String, String)> {
              Editors type-check `plugin.js` against `types/` through `jsconfig.json`.",
         ),
     );
-    files.push(("package.json".into(), fill(include_str!("templates/js/package.json"), project)));
+    files.push((
+        "package.json".into(),
+        fill(include_str!("templates/js/package.json"), project),
+    ));
     files.push(("package-lock.json".into(), js_lockfile(&project.name)));
-    files.push(("build.mjs".into(), fill(include_str!("templates/js/build.mjs"), project)));
-    files.push(("types.mjs".into(), fill(include_str!("templates/js/types.mjs"), project)));
+    files.push((
+        "build.mjs".into(),
+        fill(include_str!("templates/js/build.mjs"), project),
+    ));
+    files.push((
+        "types.mjs".into(),
+        fill(include_str!("templates/js/types.mjs"), project),
+    ));
     files.push(("dax.js".into(), include_str!("templates/js/dax.js").into()));
-    files.push(("jsconfig.json".into(), include_str!("templates/js/jsconfig.json").into()));
+    files.push((
+        "jsconfig.json".into(),
+        include_str!("templates/js/jsconfig.json").into(),
+    ));
     files.push(("plugin.js".into(), fill(source, project)));
     files
 }
@@ -280,8 +293,14 @@ fn python_files(project: &NewProject) -> Vec<(String, String)> {
         world = world(project.role),
     );
     let mut files = common_files(project, readme(project, "Python", "app.py", &guide));
-    files.push(("pyproject.toml".into(), fill(include_str!("templates/python/pyproject.toml"), project)));
-    files.push(("dax_plugin.py".into(), include_str!("templates/python/dax_plugin.py").into()));
+    files.push((
+        "pyproject.toml".into(),
+        fill(include_str!("templates/python/pyproject.toml"), project),
+    ));
+    files.push((
+        "dax_plugin.py".into(),
+        include_str!("templates/python/dax_plugin.py").into(),
+    ));
     files.push(("app.py".into(), fill(source, project)));
     files
 }
@@ -316,7 +335,12 @@ mod tests {
             if path.is_dir() {
                 collect(&path, base, out);
             } else {
-                out.push(path.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    path.strip_prefix(base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }

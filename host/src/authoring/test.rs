@@ -98,12 +98,17 @@ impl TestInput {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut doc: Value = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
         } else {
-            toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?
+            toml::from_str(&text)
+                .with_context(|| format!("{} is not valid TOML", path.display()))?
         };
         let Some(table) = doc.as_object_mut() else {
-            bail!("{} must be a table with `config` and [[call]] entries", path.display());
+            bail!(
+                "{} must be a table with `config` and [[call]] entries",
+                path.display()
+            );
         };
         let field = |table: &mut serde_json::Map<String, Value>, key: &str| table.remove(key);
         let config = field(table, "config").unwrap_or_else(|| json!({}));
@@ -147,7 +152,11 @@ impl TestInput {
                     );
                 }
                 let expect = args.remove("expect");
-                Ok(ScriptedCall { call: name, args, expect })
+                Ok(ScriptedCall {
+                    call: name,
+                    args,
+                    expect,
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(TestInput {
@@ -175,8 +184,7 @@ pub async fn run(
         source: source.to_string(),
         sha256: None,
         allow_insecure_http: false,
-        config: toml::Value::try_from(&input.config)
-            .context("`config` must be a table")?,
+        config: toml::Value::try_from(&input.config).context("`config` must be a table")?,
         grants: input.grants.clone(),
         limits: input.limits.clone(),
     };
@@ -312,9 +320,10 @@ async fn call(
         }
         ("traffic-support", Role::Target(p)) => answer(p.traffic_support().await),
         ("deploy", Role::Target(p)) => answer(p.deploy(&arg(s, "workload")?).await),
-        ("set-traffic", Role::Target(p)) => {
-            answer(p.set_traffic(&arg::<String>(s, "app")?, &arg(s, "split")?).await)
-        }
+        ("set-traffic", Role::Target(p)) => answer(
+            p.set_traffic(&arg::<String>(s, "app")?, &arg(s, "split")?)
+                .await,
+        ),
         ("scale", Role::Target(p)) => answer(
             p.scale(
                 &arg::<String>(s, "app")?,
@@ -390,7 +399,12 @@ mod tests {
     #[test]
     fn expectations_match_field_by_field() {
         let got = json!({"kind": "value", "value": 42, "extra": [1, 2]});
-        assert!(check(&json!({"ok": {"kind": "value", "value": 42.0}}), Some(&got), None).is_ok());
+        assert!(check(
+            &json!({"ok": {"kind": "value", "value": 42.0}}),
+            Some(&got),
+            None
+        )
+        .is_ok());
         assert_eq!(
             check(&json!({"ok": {"value": 41}}), Some(&got), None).unwrap_err(),
             "ok.value: expected 41, got 42"

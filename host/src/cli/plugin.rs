@@ -116,9 +116,9 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             ..
         } => {
             let dir = path.unwrap_or_else(|| PathBuf::from("."));
-            if build::find_repo_root(&dir).is_some_and(|root| {
-                root.canonicalize().ok() == dir.canonicalize().ok()
-            }) {
+            if build::find_repo_root(&dir)
+                .is_some_and(|root| root.canonicalize().ok() == dir.canonicalize().ok())
+            {
                 anyhow::bail!(
                     "`{}` is the dax repository, not a plugin project: use `dax plugin build --all` to build every plugin in it",
                     dir.display()
@@ -206,7 +206,12 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                 );
             } else {
                 let dir = project.dir.display();
-                println!("created {dir} ({} files): a {} plugin in {:?}", files.len(), project.role, lang);
+                println!(
+                    "created {dir} ({} files): a {} plugin in {:?}",
+                    files.len(),
+                    project.role,
+                    lang
+                );
                 println!("next:\n  dax plugin build {dir}\n  dax plugin test {dir} --input {dir}/test/calls.toml");
             }
             Ok(0)
@@ -230,7 +235,10 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                     many => anyhow::bail!(
                         "that project builds {} plugins; pass one component (.wasm) instead: {}",
                         many.len(),
-                        many.iter().map(|p| p.path.display().to_string()).collect::<Vec<_>>().join(", ")
+                        many.iter()
+                            .map(|p| p.path.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 }
             } else {
@@ -240,7 +248,10 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{} ({} plugin, sha256 {})", report.plugin, report.role, report.sha256);
+                println!(
+                    "{} ({} plugin, sha256 {})",
+                    report.plugin, report.role, report.sha256
+                );
                 for c in &report.calls {
                     let mark = match c.passed {
                         Some(true) => "ok  ",
