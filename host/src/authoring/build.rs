@@ -546,6 +546,8 @@ fn build_javascript_project(
             .args(args)
             .current_dir(dir)
             .env("DAX_PLUGIN_OUT", out)
+            // Build chatter goes to stderr: stdout is the command's answer (`--output json`).
+            .stdout(std::io::stderr())
             .status()
             .with_context(|| format!("running npm in {} (is Node.js installed?)", dir.display()))?;
         if !status.success() {
@@ -994,6 +996,7 @@ fn build_python_project(
         .args([&settings.module, "-p", ".", "-o"])
         .arg(&out)
         .env_remove("VIRTUAL_ENV")
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("running {}", componentize_py.display()))?;
     if !status.success() {
