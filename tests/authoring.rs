@@ -376,3 +376,92 @@ fn authoring_commands_refuse_what_they_cannot_do() {
         "{err}"
     );
 }
+
+/// docs/plugins/reference.md lists, for every first-party plugin, exactly the top-level keys
+/// of its describe() config schema, each with the schema's type (and `required` for the
+/// required ones): the reference cannot drift from the plugins.
+#[test]
+fn the_plugin_reference_matches_every_config_schema() {
+    let doc =
+        std::fs::read_to_string(dax_tests::repo_root().join("docs/plugins/reference.md")).unwrap();
+    let first_party = [
+        "canary",
+        "blue-green",
+        "ab-test",
+        "rolling",
+        "prometheus",
+        "trivy",
+        "manifest-policy",
+    ];
+    for name in first_party {
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with(&format!("{name}\n")))
+            .unwrap_or_else(|| panic!("docs/plugins/reference.md has no `## {name}` section"));
+        // `| `key` | type | default | meaning |` rows.
+        let rows: Vec<Vec<String>> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .collect();
+        let (code, out, err) = dax(
+            &dax_tests::repo_root(),
+            &[
+                "plugin",
+                "inspect",
+                &format!("builtin:{name}"),
+                "--output",
+                "json",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let info: Value = serde_json::from_str(&out).unwrap();
+        let schema: Value =
+            serde_json::from_str(info["info"]["config_schema"].as_str().unwrap()).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let documented: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
+        let mut in_schema: Vec<&str> = properties.keys().map(String::as_str).collect();
+        let mut sorted = documented.clone();
+        sorted.sort();
+        in_schema.sort();
+        assert_eq!(
+            sorted, in_schema,
+            "{name}: the reference's keys differ from describe()'s schema"
+        );
+        for row in &rows {
+            let key = row[0].trim_matches('`');
+            let want = match &properties[key]["type"] {
+                Value::String(t) => t.clone(),
+                Value::Array(ts) => ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                _ => "object".into(), // `enum`-only or untyped schemas are documented as objects
+            };
+            assert_eq!(
+                row[1], want,
+                "{name}: `{key}` has type {want} in its schema"
+            );
+            assert_eq!(
+                row[2] == "required",
+                required.contains(&key),
+                "{name}: `{key}` is {}required in its schema",
+                if required.contains(&key) { "" } else { "not " }
+            );
+            assert!(
+                row.len() == 4 && !row[3].is_empty(),
+                "{name}: `{key}` needs a meaning"
+            );
+        }
+    }
+}
