@@ -119,7 +119,17 @@ fn fill(template: &str, project: &NewProject) -> String {
         .replace("{{name}}", &project.name)
         .replace("{{role}}", project.role.interface())
         .replace("{{world}}", &world(project.role))
+        .replace("{{project_world}}", &project_world(project.role))
 }
+
+/// The world JavaScript and Python projects build (`wit/project.wit`): the role's world
+/// importing only `dax:host/log`. Their toolchains import every interface of a world, used
+/// or not, and dax refuses a plugin importing a capability it was not granted.
+pub fn project_world(role: PluginRole) -> String {
+    format!("{}-project", role.interface())
+}
+
+const PROJECT_WORLD: &str = include_str!("templates/project-world.wit");
 
 fn wit_files() -> Vec<(String, String)> {
     WIT_FILES
@@ -239,6 +249,7 @@ fn js_files(project: &NewProject) -> Vec<(String, String)> {
              Editors type-check `plugin.js` against `types/` through `jsconfig.json`.",
         ),
     );
+    files.push(("wit/project.wit".into(), fill(PROJECT_WORLD, project)));
     files.push((
         "package.json".into(),
         fill(include_str!("templates/js/package.json"), project),
@@ -290,9 +301,10 @@ fn python_files(project: &NewProject) -> Vec<(String, String)> {
          to Python. For editor completion and type checking, write the typed bindings once:\n\n\
          ```sh\n~/.cache/dax-build/componentize-py/bin/componentize-py -d wit -w dax:plugin/{world} bindings typings\n```",
         version = super::build::COMPONENTIZE_PY_VERSION,
-        world = world(project.role),
+        world = project_world(project.role),
     );
     let mut files = common_files(project, readme(project, "Python", "app.py", &guide));
+    files.push(("wit/project.wit".into(), fill(PROJECT_WORLD, project)));
     files.push((
         "pyproject.toml".into(),
         fill(include_str!("templates/python/pyproject.toml"), project),

@@ -9,7 +9,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { component } = await componentize({
   sourcePath: join(here, 'plugin.js'),
   witPath: join(here, 'wit'),
-  worldName: '{{world}}',
+  worldName: '{{project_world}}',
   // Deny by default: none of these are imported, so the plugin cannot even ask for them.
   disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
 });

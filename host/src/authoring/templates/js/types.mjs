@@ -13,7 +13,7 @@ const shim = await import(pathToFileURL(transpile.resolve('@bytecodealliance/pre
 shim._setPreopens({ [here]: here });
 
 const files = await generateGuestTypes(join(here, 'wit'), {
-  worldName: 'dax:plugin/{{world}}',
+  worldName: 'dax:plugin/{{project_world}}',
   outDir: join(here, 'types') + '/',
 });
 await writeFiles(files);
