@@ -384,16 +384,22 @@ fn authoring_commands_refuse_what_they_cannot_do() {
 fn the_plugin_reference_matches_every_config_schema() {
     let doc =
         std::fs::read_to_string(dax_tests::repo_root().join("docs/plugins/reference.md")).unwrap();
-    let first_party = [
-        "canary",
-        "blue-green",
-        "ab-test",
-        "rolling",
-        "prometheus",
-        "trivy",
-        "manifest-policy",
-    ];
-    for name in first_party {
+    // Every embedded Wasm plugin, as `dax plugin list` names them: a new one cannot ship
+    // undocumented.
+    let (code, out, err) = dax(
+        &dax_tests::repo_root(),
+        &["plugin", "list", "--output", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let first_party: Vec<String> = listed
+        .iter()
+        .filter(|p| p["kind"] == "wasm")
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(first_party.len() >= 8, "{out}");
+    for name in &first_party {
+        let name = name.as_str();
         let section = doc
             .split("\n## ")
             .find(|s| s.starts_with(&format!("{name}\n")))

@@ -277,7 +277,7 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             let mut rows = Vec::new();
             for name in builtin::names() {
                 let spec = spec_for(&format!("builtin:{name}"), None);
-                match host.load(name, &spec, std::path::Path::new(".")).await {
+                match host.load_for_inspection(name, &spec, std::path::Path::new(".")).await {
                     Ok(p) => rows.push(serde_json::json!({
                         "name": name, "kind": "wasm", "role": p.role(), "version": p.info().version,
                         "sha256": p.digest(), "description": p.info().description,
