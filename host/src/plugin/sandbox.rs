@@ -4,6 +4,7 @@
 //! wall-clock deadline is enforced around the call, in `plugin::LoadedPlugin::call`).
 //! Everything here is built from the plugin's TOML entry.
 
+use super::capabilities::aws::AwsAccess;
 use super::capabilities::kube::KubeAccess;
 use super::capabilities::log::{PluginOutput, Stream};
 use super::spec::{Grants, HttpAuth, Limits};
@@ -30,6 +31,8 @@ pub struct Sandbox {
     pub quota: Arc<DiskQuota>,
     /// `dax:host/kube` access (client, discovery cache), shared by all instances.
     pub kube: Option<Arc<KubeAccess>>,
+    /// `dax:host/aws` access (credentials, HTTP client), shared by all instances.
+    pub aws: Option<Arc<AwsAccess>>,
 }
 
 #[derive(Debug)]
@@ -120,6 +123,19 @@ impl Sandbox {
                 )))
             }
         };
+        let aws = match &grants.aws {
+            None => None,
+            Some(grant) => {
+                grant.check_shape().map_err(|(field, problem)| {
+                    LoadError::new(
+                        field,
+                        format!("plugin `{plugin}`: {field} {problem}"),
+                        "fix the grant",
+                    )
+                })?;
+                Some(Arc::new(AwsAccess::new(plugin.into(), grant.clone())))
+            }
+        };
         Ok(Sandbox {
             plugin: plugin.into(),
             limits: limits.clone(),
@@ -130,6 +146,7 @@ impl Sandbox {
                 dirs: quota,
             }),
             kube,
+            aws,
         })
     }
 
@@ -181,6 +198,7 @@ impl Sandbox {
             output,
             denials,
             kube: self.kube.clone(),
+            aws: self.aws.clone(),
         })
     }
 }
@@ -208,6 +226,8 @@ pub struct PluginState {
     pub denials: Arc<Mutex<Vec<String>>>,
     /// `dax:host/kube` access, when granted.
     pub kube: Option<Arc<KubeAccess>>,
+    /// `dax:host/aws` access, when granted.
+    pub aws: Option<Arc<AwsAccess>>,
 }
 
 impl PluginState {

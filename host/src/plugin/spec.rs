@@ -50,6 +50,9 @@ pub struct Grants {
     /// Kubernetes API calls through `dax:host/kube`, scoped to namespaces, resources and verbs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube: Option<crate::plugin::capabilities::kube::KubeGrant>,
+    /// AWS API calls through `dax:host/aws`, scoped to actions, regions and resource ARNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<crate::plugin::capabilities::aws::AwsGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

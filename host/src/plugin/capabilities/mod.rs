@@ -2,6 +2,7 @@
 //! narrows. One module per capability; each enforces its own grant and limits before
 //! doing any work.
 
+pub mod aws;
 pub mod fs;
 pub mod kube;
 pub mod log;
@@ -15,5 +16,6 @@ use wasmtime::component::{HasSelf, Linker};
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
     super::bindings::host_log::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
     kube::add_to_linker(linker)?;
+    aws::add_to_linker(linker)?;
     Ok(())
 }
