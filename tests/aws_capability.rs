@@ -223,12 +223,16 @@ async fn calls_outside_the_grant_are_refused_before_anything_is_sent() {
         .await;
     assert_eq!(inside["ok"]["status"], 200, "{inside}");
 
-    // No grant at all.
-    let bare = Probe::new(&host, probe_spec(None, vec![])).await;
-    assert_refused(
-        &bare.call(ecs("ListClusters", json!({}))).await,
-        "denied",
-        "has no AWS grant: add [plugins.aws-probe.grants.aws]",
+    // No grant at all: the import alone is refused at load time.
+    let err = host
+        .load("aws-probe", &probe_spec(None, vec![]), Path::new("."))
+        .await
+        .err()
+        .expect("a plugin importing dax:host/aws without grants.aws must not load");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("imports capabilities its entry does not grant: dax:host/aws needs [plugins.aws-probe.grants.aws]"),
+        "{text}"
     );
 
     // Nothing refused reached AWS: the cluster is still there, and the host keeps working.

@@ -267,14 +267,40 @@ async fn calls_outside_the_grant_are_refused_naming_the_grant_to_add() {
     let got = probe.call(deployment(NS, "web", "get")).await;
     assert_eq!(got["ok"]["metadata"]["name"], "web", "{got}");
 
-    // No grant at all.
-    let bare = Probe::new(&host, probe_spec(None, vec![])).await;
-    let none = bare.call(deployment(NS, "web", "get")).await;
-    assert_refused(
-        &none,
-        "denied",
-        "has no Kubernetes grant: add [plugins.kube-probe.grants.kube]",
+    // No grant at all: the import alone is refused at load time.
+    let err = host
+        .load("kube-probe", &probe_spec(None, vec![]), Path::new("."))
+        .await
+        .err()
+        .expect("a plugin importing dax:host/kube without grants.kube must not load");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("imports capabilities its entry does not grant: dax:host/kube needs [plugins.kube-probe.grants.kube]"),
+        "{text}"
     );
+}
+
+#[test]
+fn inspect_lists_the_capabilities_a_plugin_imports_without_granting_them() {
+    let out = std::process::Command::new(dax_tests::dax_bin())
+        .args(["--output", "json", "plugin", "inspect"])
+        .arg(plugin_path("kube-probe"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps: Vec<&str> = report["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(caps.contains(&"dax:host/kube"), "{report}");
+    assert!(caps.contains(&"wasi:http/outgoing-handler"), "{report}");
 }
 
 #[tokio::test]

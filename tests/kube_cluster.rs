@@ -47,6 +47,21 @@ spec:
     - {name: smoke-canary, port: 80, weight: 10}
 "#;
 
+/// An Istio VirtualService splitting by weight between DestinationRule subsets' hosts.
+const VIRTUAL_SERVICE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: smoke
+  namespace: default
+spec:
+  hosts: [smoke]
+  http:
+  - route:
+    - {destination: {host: smoke-primary}, weight: 90}
+    - {destination: {host: smoke-canary}, weight: 10}
+"#;
+
 #[test]
 fn control_plane_runs_a_deployment_serves_gateway_api_and_stops_clean() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +110,15 @@ fn control_plane_runs_a_deployment_serves_gateway_api_and_stops_clean() {
         "get",
         "httproute/smoke",
         "-o=jsonpath={.spec.rules[0].backendRefs[*].weight}",
+    ]);
+    assert_eq!(weights, "90 10");
+
+    // Istio's VirtualService (and its schema) is served too, for the Istio router.
+    cluster.apply(VIRTUAL_SERVICE);
+    let weights = cluster.kubectl(&[
+        "get",
+        "virtualservice/smoke",
+        "-o=jsonpath={.spec.http[0].route[*].weight}",
     ]);
     assert_eq!(weights, "90 10");
 

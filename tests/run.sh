@@ -76,7 +76,7 @@ done
 
 step "Kubernetes test control plane (tests/k8s; built once into \$DAX_BUILD_CACHE/k8s)"
 # Minutes from a cold Go cache, seconds once cached; tests/kube_*.rs start it from there.
-if ! bash tests/k8s/build.sh; then
+if ! { bash tests/k8s/build.sh && bash tests/k8s/crds.sh; }; then
   [ "${CI:-}" = true ] && exit 1
   echo "not built: the Kubernetes tests will be skipped"
 fi

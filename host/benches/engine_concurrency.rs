@@ -149,6 +149,16 @@ struct NoopTarget;
 
 #[async_trait::async_trait]
 impl Target for NoopTarget {
+    async fn traffic_support(&self) -> CallResult<TrafficSupport> {
+        // Everything, so `dax deploy` skips its dry run of the strategy.
+        Ok(TrafficSupport {
+            weights: true,
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: String::new(),
+        })
+    }
     async fn deploy(&self, _w: &Workload) -> CallResult<()> {
         Ok(())
     }

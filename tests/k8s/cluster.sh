@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on 127.0.0.1 for tests, from the binaries tests/k8s/build.sh
 # caches: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and kwok simulating one
-# Node (pods become Running and Ready without a container runtime). Gateway API CRDs installed.
+# Node (pods become Running and Ready without a container runtime). Gateway API and Istio CRDs
+# installed (crds.sh fetches the Istio ones).
 #
 #   tests/k8s/cluster.sh start DIR [OWNER_PID]   prints kubeconfig=, server=, kubectl= lines
 #   tests/k8s/cluster.sh stop DIR
@@ -117,10 +118,18 @@ current-context: dax-test
 YAML
 }
 
+# Every CRD Established (one `get`: `kubectl wait --all` waits on them one by one, in one timeout).
+crds_established() {
+  local states
+  states=$("${k[@]}" get crd -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Established")].status}{"\n"}{end}') || return 1
+  [ -n "$states" ] && ! grep -qv '^True$' <<<"$states"
+}
+
 start() {
   for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
     [ -x "$bin/$b" ] || { say "$bin/$b is missing: build the control plane first with tests/k8s/build.sh"; exit 3; }
   done
+  [ -s "$ISTIO_CRDS/istio.yaml" ] || { say "the Istio CRDs are missing: fetch them with tests/k8s/crds.sh"; exit 3; }
   [ ! -e "$dir/kubeconfig" ] || die "$dir already holds a cluster; stop it (tests/k8s/cluster.sh stop $dir) or use another directory"
   mkdir -p "$dir/logs" "$dir/pids"
   # Whatever fails from here on, leave nothing running.
@@ -177,6 +186,7 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
     --node-lease-duration-seconds=0
   # Server-side, as the tests apply everything (mixing with client-side apply conflicts).
   "${k[@]}" apply --server-side --force-conflicts -f "$K8S_CACHE/crds/" >/dev/null
+  "${k[@]}" apply --server-side --force-conflicts -f "$ISTIO_CRDS/istio.yaml" >/dev/null
   "${k[@]}" apply --server-side -f - >/dev/null <<'YAML'
 apiVersion: v1
 kind: Node
@@ -189,7 +199,7 @@ status:
   allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
 YAML
   until_ok 60 "Node kwok-node-0 Ready" "${k[@]}" wait --for=condition=Ready node/kwok-node-0 --timeout=2s
-  until_ok 60 "the Gateway API CRDs Established" "${k[@]}" wait --for=condition=Established crd --all --timeout=2s
+  until_ok 60 "the Gateway API and Istio CRDs Established" crds_established
   # Pods are refused until the namespace's default ServiceAccount exists.
   until_ok 60 "ServiceAccount default/default" "${k[@]}" get serviceaccount default
 

@@ -157,7 +157,7 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             let mut spec = spec_for(&source, sha256);
             spec.allow_insecure_http = allow_insecure_http;
             let plugin = host
-                .load("inspected", &spec, &std::env::current_dir()?)
+                .load_for_inspection("inspected", &spec, &std::env::current_dir()?)
                 .await?;
             let info = plugin.info();
             if json {
@@ -166,6 +166,7 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                     serde_json::to_string_pretty(&serde_json::json!({
                         "source": source, "sha256": plugin.digest(), "info": info,
                         "contract": format!("dax:plugin@{}", crate::plugin::CONTRACT_VERSION),
+                        "capabilities": plugin.capabilities(),
                     }))?
                 );
             } else {
@@ -176,6 +177,14 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                 println!("role         {}", info.role);
                 println!("description  {}", info.description);
                 println!("config       {}", info.config_schema);
+                println!(
+                    "capabilities {}",
+                    if plugin.capabilities().is_empty() {
+                        "none".to_string()
+                    } else {
+                        plugin.capabilities().join(", ")
+                    }
+                );
             }
             Ok(0)
         }

@@ -2,7 +2,9 @@
 //! Every other `builtin:NAME` is a Wasm plugin embedded in the binary (see `plugin`).
 
 use super::resolve::{ResolvedPlugin, TargetContext};
-use crate::contract::{CallResult, ConfigProblem, MetricProvider, PluginInfo, Target};
+use crate::contract::{
+    CallResult, ConfigProblem, MetricProvider, PluginInfo, Target, TrafficSupport,
+};
 use crate::local::{LocalMetrics, LocalTarget};
 use std::sync::Arc;
 
@@ -48,6 +50,14 @@ impl ResolvedPlugin for LocalTargetPlugin {
         Ok(Arc::new(
             LocalTarget::for_deployment(config, ctx.base_dir, ctx.deployment_dir).await?,
         ))
+    }
+    async fn traffic_support(
+        &self,
+        _config: serde_json::Value,
+        _base_dir: &std::path::Path,
+    ) -> anyhow::Result<CallResult<TrafficSupport>> {
+        // Constructing the target binds its listeners; what it supports needs no instance.
+        Ok(Ok(LocalTarget::traffic_support_of_any_config()))
     }
 }
 

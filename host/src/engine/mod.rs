@@ -60,6 +60,7 @@ pub mod analysis;
 pub mod builtins;
 pub mod control;
 pub mod decide;
+pub mod dry_run;
 mod execute;
 mod gate;
 pub mod hooks;
@@ -170,8 +171,11 @@ impl Engine {
 
     /// Validate everything (`dax validate`): every problem, located in the file.
     pub async fn validate(&self, cfg: &LoadedConfig) -> Vec<Problem> {
-        let (_, mut problems) = resolve::validate(cfg, self.resolver.as_ref()).await;
+        let (set, mut problems) = resolve::validate(cfg, self.resolver.as_ref()).await;
         problems.extend(gate_policy_problems(cfg));
+        if let (Some(set), true) = (&set, problems.is_empty()) {
+            problems.extend(dry_run::traffic_problems(cfg, set, dry_run::Mode::Validate).await);
+        }
         problems
     }
 
@@ -202,6 +206,11 @@ impl Engine {
     ) -> Result<Report, DeployError> {
         let permit = self.startup_permit().await;
         let set = self.resolved(&cfg).await?;
+        // A strategy the target's router cannot follow is refused before anything starts.
+        let problems = dry_run::traffic_problems(&cfg, &set, dry_run::Mode::Deploy).await;
+        if !problems.is_empty() {
+            return Err(DeployError::Invalid(problems));
+        }
         let id = id.unwrap_or_else(|| crate::state::new_id(&cfg.config.deployment.app));
         let journal = self.create_journal(&id).await?;
         let cfg = Arc::new(cfg);

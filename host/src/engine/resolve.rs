@@ -7,6 +7,7 @@
 use crate::config::{LoadedConfig, Problem};
 use crate::contract::{
     CallResult, ConfigProblem, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
+    TrafficSupport,
 };
 use crate::plugin::{LoadError, LoadedPlugin, PluginHost, PluginSpec};
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,23 @@ pub trait ResolvedPlugin: Send + Sync {
         _ctx: TargetContext<'_>,
     ) -> anyhow::Result<Arc<dyn Target>> {
         anyhow::bail!("plugin `{}` is not a target", self.info().name)
+    }
+    /// What this target's `set-traffic` can carry out with `config`, asked before anything
+    /// runs (`dax validate`, and `dax deploy` before its first step; see `dry_run`). Only
+    /// `traffic_support` is called on the instance. A native target whose construction has
+    /// effects (the local target binds listeners) answers without one instead.
+    async fn traffic_support(
+        &self,
+        config: serde_json::Value,
+        base_dir: &Path,
+    ) -> anyhow::Result<CallResult<TrafficSupport>> {
+        // Nothing is deployed: the instance gets no deployment folder of its own.
+        let nowhere = std::env::temp_dir().join("dax-traffic-support");
+        let ctx = TargetContext {
+            base_dir,
+            deployment_dir: &nowhere,
+        };
+        Ok(self.target(config, ctx).await?.traffic_support().await)
     }
     async fn strategy(&self, _params: serde_json::Value) -> anyhow::Result<Arc<dyn Strategy>> {
         anyhow::bail!("plugin `{}` is not a strategy", self.info().name)

@@ -188,6 +188,13 @@ impl Run {
         Ok(())
     }
 
+    /// End a deployment that never reached its strategy loop: its plugins could not start
+    /// (then there is no target instance: the target is instantiated last) or the release
+    /// gate blocked it. No `finalize` here on purpose: no step has run, so the rollout holds
+    /// nothing on the target to release, and a blocked release must not touch the target at
+    /// all (tests/engine.rs, `deploy_refuses_a_release_the_gate_blocks_and_proceeds_when_ignored`).
+    /// What a native target holds by being constructed (the local target's listeners) is
+    /// released when the instance drops.
     pub(super) async fn finish_without_rollout(
         &mut self,
         status: FinalStatus,

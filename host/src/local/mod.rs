@@ -230,6 +230,19 @@ async fn bind(addr: &str, field: &str) -> anyhow::Result<TcpListener> {
 }
 
 impl LocalTarget {
+    /// What `set_traffic` supports, whatever the config: the local router splits by
+    /// weight, routes on headers and cookies and mirrors. Known without binding listeners,
+    /// so `dax validate` asks this instead of constructing a target.
+    pub fn traffic_support_of_any_config() -> TrafficSupport {
+        TrafficSupport {
+            weights: true,
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: String::new(),
+        }
+    }
+
     /// Check `[plugins.local.config]` without starting anything (`dax validate`): unknown
     /// keys, types, durations, addresses and the readiness path.
     pub fn check_config(config: &serde_json::Value) -> anyhow::Result<()> {
@@ -713,14 +726,7 @@ impl Target for LocalTarget {
     }
 
     async fn traffic_support(&self) -> CallResult<TrafficSupport> {
-        // The local router splits by weight, routes on headers and cookies and mirrors.
-        Ok(TrafficSupport {
-            weights: true,
-            header_matches: true,
-            cookie_matches: true,
-            mirroring: true,
-            note: String::new(),
-        })
+        Ok(Self::traffic_support_of_any_config())
     }
 
     async fn set_traffic(&self, app: &str, split: &TrafficSplit) -> CallResult<()> {

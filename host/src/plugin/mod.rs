@@ -236,6 +236,35 @@ impl PluginHost {
         bytes: &[u8],
         origin: &str,
     ) -> Result<(LoadedPlugin, CompileSource), LoadError> {
+        self.load_checked(name, spec, base_dir, bytes, origin, true)
+            .await
+    }
+
+    /// Load a plugin to show what it is and what it imports (`dax plugin inspect`), whatever
+    /// its entry grants: the only load that does not refuse ungranted capability imports.
+    pub async fn load_for_inspection(
+        &self,
+        name: &str,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let (bytes, origin) = resolve_source(name, spec, base_dir)
+            .await
+            .map_err(LoadError::from)?;
+        self.load_checked(name, spec, base_dir, &bytes, &origin, false)
+            .await
+            .map(|(p, _)| p)
+    }
+
+    async fn load_checked(
+        &self,
+        name: &str,
+        spec: &PluginSpec,
+        base_dir: &Path,
+        bytes: &[u8],
+        origin: &str,
+        require_grants: bool,
+    ) -> Result<(LoadedPlugin, CompileSource), LoadError> {
         self.check_limits(name, &spec.limits)?;
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(pinned) = &spec.sha256 {
@@ -283,6 +312,14 @@ impl PluginHost {
             .clone();
         let world =
             detect_world(name, origin, &component, &self.engine).map_err(LoadError::source)?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if require_grants {
+            capabilities::check_imports_granted(name, &imports, &spec.grants)?;
+        }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             LoadError::source(format!(
                 "plugin `{name}`: {origin} needs an import this host does not provide ({e:#}); \
@@ -317,6 +354,7 @@ impl PluginHost {
             sandbox,
             pre,
             idle: Mutex::new(Vec::new()),
+            capabilities: capabilities::imported(&imports),
         };
         let plugin = LoadedPlugin {
             inner: Arc::new(inner),
@@ -524,6 +562,8 @@ struct Inner {
     /// Warm instances ready for the next call. Calls carry their config, so any instance
     /// serves any deployment of this plugin; a faulted instance is never returned here.
     idle: Mutex<Vec<Warm>>,
+    /// The capabilities the component imports (`dax:host/kube`, `wasi:http`, ...).
+    capabilities: Vec<String>,
 }
 
 /// A verified, compiled, linked plugin, ready to instantiate cheaply. Clones share it.
@@ -547,6 +587,10 @@ impl LoadedPlugin {
     }
     pub fn role(&self) -> PluginRole {
         self.inner.role
+    }
+    /// The capabilities the component imports (`dax:host/kube`, `wasi:http/outgoing-handler`, ...).
+    pub fn capabilities(&self) -> &[String] {
+        &self.inner.capabilities
     }
     /// sha256 (hex) of the component bytes.
     pub fn digest(&self) -> &str {
@@ -798,11 +842,11 @@ impl<R> From<Result<wasmtime::Result<R>, tokio::time::error::Elapsed>> for Outco
     }
 }
 
-/// Measure the writable trees every [`sandbox::QUOTA_POLL`]; resolves with the reason once
+/// Measure the writable trees every [`capabilities::fs::QUOTA_POLL`]; resolves with the reason once
 /// one is over its quota (and never otherwise).
-async fn watch_quota(quota: Arc<sandbox::DiskQuota>, before: &[u64]) -> String {
+async fn watch_quota(quota: Arc<capabilities::fs::DiskQuota>, before: &[u64]) -> String {
     loop {
-        tokio::time::sleep(sandbox::QUOTA_POLL).await;
+        tokio::time::sleep(capabilities::fs::QUOTA_POLL).await;
         let q = quota.clone();
         let Ok(now) = tokio::task::spawn_blocking(move || q.usage()).await else {
             continue;

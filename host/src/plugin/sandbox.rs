@@ -5,9 +5,11 @@
 //! Everything here is built from the plugin's TOML entry.
 
 use super::capabilities::aws::AwsAccess;
+use super::capabilities::fs::{DiskQuota, QuotaDir};
+use super::capabilities::http::{HttpHooks, HttpPolicy};
 use super::capabilities::kube::KubeAccess;
 use super::capabilities::log::{PluginOutput, Stream};
-use super::spec::{Grants, HttpAuth, Limits};
+use super::spec::{Grants, Limits};
 use super::LoadError;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,7 +20,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Everything granted to one plugin, resolved and shared by all its instances.
 #[derive(Debug)]
@@ -141,10 +143,7 @@ impl Sandbox {
             limits: limits.clone(),
             http: Arc::new(http),
             dirs,
-            quota: Arc::new(DiskQuota {
-                plugin: plugin.into(),
-                dirs: quota,
-            }),
+            quota: Arc::new(DiskQuota::new(plugin, quota)),
             kube,
             aws,
         })
@@ -180,10 +179,7 @@ impl Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            http_hooks: HttpHooks {
-                policy: self.http.clone(),
-                denials: denials.clone(),
-            },
+            http_hooks: HttpHooks::new(self.http.clone(), denials.clone()),
             limiter: MemoryLimiter {
                 plugin: self.plugin.clone(),
                 max_bytes: (self.limits.memory_mib as usize).saturating_mul(1024 * 1024),
@@ -350,293 +346,6 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-// ---------------------------------------------------------------- disk quota
-
-/// The writable directory grants of one plugin with their quotas. wasmtime-wasi has no
-/// hook on writes, so the host measures each tree before and after every call and every
-/// [`QUOTA_POLL`] during it, stopping the call once a tree is over its quota.
-#[derive(Debug)]
-pub struct DiskQuota {
-    plugin: Arc<str>,
-    dirs: Vec<QuotaDir>,
-}
-
-#[derive(Debug)]
-struct QuotaDir {
-    index: usize,
-    host: std::path::PathBuf,
-    guest: String,
-    limit: u64,
-}
-
-/// How often a writable tree is measured during a call.
-pub const QUOTA_POLL: Duration = Duration::from_millis(100);
-/// What each file, directory or symlink costs on top of its length, so a plugin cannot
-/// fill the disk's inodes with empty files.
-const ENTRY_BYTES: u64 = 512;
-
-impl DiskQuota {
-    pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
-    }
-
-    /// The size of each writable tree now (blocking file-system walk).
-    pub fn usage(&self) -> Vec<u64> {
-        self.dirs
-            .iter()
-            .map(|d| tree_size(&d.host, d.limit.saturating_mul(2)))
-            .collect()
-    }
-
-    /// Why the plugin is over its quota: a tree over its limit that also grew since
-    /// `before` (so a plugin can always clean up a directory that was already too full).
-    pub fn exceeded(&self, before: &[u64], now: &[u64]) -> Option<String> {
-        self.dirs
-            .iter()
-            .zip(before.iter().zip(now))
-            .find(|(d, (b, n))| **n > d.limit && n > b)
-            .map(|(d, (_, n))| {
-                format!(
-                    "wrote past the quota of its writable directory `{}` (grants.dirs[{}]): it holds {} KiB, the quota is {} KiB (raise `grants.dirs[{}].quota_mib` of [plugins.{}] if this is expected)",
-                    d.guest,
-                    d.index,
-                    n / 1024,
-                    d.limit / 1024,
-                    d.index,
-                    self.plugin
-                )
-            })
-    }
-}
-
-/// Bytes under `root` (lengths plus [`ENTRY_BYTES`] per entry), not following symlinks;
-/// stops counting past `stop_after`.
-fn tree_size(root: &Path, stop_after: u64) -> u64 {
-    let mut total = 0u64;
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            total = total.saturating_add(meta.len()).saturating_add(ENTRY_BYTES);
-            if meta.is_dir() {
-                pending.push(entry.path());
-            }
-            if total > stop_after {
-                return total;
-            }
-        }
-    }
-    total
-}
-
-// ---------------------------------------------------------------- symlinks
-
-/// Whether a symlink target stays inside the directory it is created in: relative and
-/// without `..` (absolute targets are already refused by cap-std).
-pub fn symlink_target_allowed(target: &str) -> bool {
-    let path = Path::new(target);
-    !path.has_root()
-        && path.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        })
-}
-
-// ---------------------------------------------------------------- outbound HTTP
-
-/// One granted destination: `scheme://host:port`, host may contain `*` wildcards.
-#[derive(Debug, Clone)]
-struct Destination {
-    scheme: String,
-    host: wildmatch::WildMatch,
-    port: u16,
-    text: String,
-}
-
-impl Destination {
-    fn parse(plugin: &str, text: &str) -> anyhow::Result<Self> {
-        let bad = || {
-            anyhow::anyhow!(
-                "plugin `{plugin}`: grants.http entry `{text}` is not `scheme://host:port` (e.g. \"http://127.0.0.1:9090\" or \"https://*.example.com:443\")"
-            )
-        };
-        let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err(bad());
-        }
-        let rest = rest.trim_end_matches('/');
-        if rest.contains('/') || rest.is_empty() {
-            return Err(bad());
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| bad())?)
-            }
-            _ => (rest, if scheme == "https" { 443 } else { 80 }),
-        };
-        Ok(Destination {
-            host: wildmatch::WildMatch::new(&host.to_ascii_lowercase()),
-            scheme,
-            port,
-            text: text.into(),
-        })
-    }
-
-    fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
-        self.scheme == scheme && self.port == port && self.host.matches(host)
-    }
-}
-
-/// The HTTP grants of one plugin, checked on every request in `send_request`.
-#[derive(Debug)]
-pub struct HttpPolicy {
-    plugin: Arc<str>,
-    allowed: Vec<Destination>,
-    auth: Vec<(Destination, http::HeaderValue)>,
-}
-
-impl HttpPolicy {
-    fn new(plugin: &str, allowed: &[String], auth: &[HttpAuth]) -> anyhow::Result<Self> {
-        let allowed = allowed
-            .iter()
-            .map(|t| Destination::parse(plugin, t))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut creds = Vec::new();
-        for a in auth {
-            let dest = Destination::parse(plugin, &a.destination)?;
-            if !allowed.iter().any(|d| d.text == dest.text) {
-                anyhow::bail!(
-                    "plugin `{plugin}`: grants.http_auth destination `{}` is not in grants.http; grant it first",
-                    a.destination
-                );
-            }
-            let value = match (&a.bearer_token, &a.basic_user) {
-                (Some(token), None) => format!("Bearer {token}"),
-                (None, Some(user)) => {
-                    use base64::Engine as _;
-                    let pass = a.basic_password.clone().unwrap_or_default();
-                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
-                }
-                _ => anyhow::bail!(
-                    "plugin `{plugin}`: grants.http_auth for `{}` needs exactly one of bearer_token or basic_user",
-                    a.destination
-                ),
-            };
-            let mut value = http::HeaderValue::from_str(&value).map_err(|_| {
-                anyhow::anyhow!(
-                    "plugin `{plugin}`: credential for `{}` is not a valid header value",
-                    a.destination
-                )
-            })?;
-            value.set_sensitive(true);
-            creds.push((dest, value));
-        }
-        Ok(HttpPolicy {
-            plugin: plugin.into(),
-            allowed,
-            auth: creds,
-        })
-    }
-
-    /// Whether no destination is granted at all.
-    pub fn is_empty(&self) -> bool {
-        self.allowed.is_empty()
-    }
-
-    fn check(&self, uri: &http::Uri) -> Result<Option<http::HeaderValue>, String> {
-        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let host = uri
-            .host()
-            .unwrap_or("")
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_ascii_lowercase();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "https" { 443 } else { 80 });
-        if self.allowed.iter().any(|d| d.matches(&scheme, &host, port)) {
-            let cred = self
-                .auth
-                .iter()
-                .find(|(d, _)| d.matches(&scheme, &host, port))
-                .map(|(_, v)| v.clone());
-            Ok(cred)
-        } else {
-            let dest = format!("{scheme}://{host}:{port}");
-            Err(format!(
-                "plugin `{}` tried to reach {dest}, which it has no grant for: add \"{dest}\" to grants.http of [plugins.{}] if it should",
-                self.plugin, self.plugin
-            ))
-        }
-    }
-}
-
-struct HttpHooks {
-    policy: Arc<HttpPolicy>,
-    /// The instance's denial list, for the error the engine reports when the call fails.
-    denials: Arc<Mutex<Vec<String>>>,
-}
-
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = Result<
-                (
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                ),
-                wasmtime_wasi_http::Error,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for HttpHooks {
-    fn send_request(
-        &mut self,
-        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> SendFuture {
-        let _ = fut;
-        let verdict = self.policy.check(request.uri());
-        let policy = self.policy.clone();
-        let denials = self.denials.clone();
-        Box::new(async move {
-            match verdict {
-                Err(reason) => {
-                    tracing::warn!(plugin = %policy.plugin, "{reason}");
-                    push_denial(&denials, reason);
-                    Err(wasmtime_wasi_http::Error::HttpRequestDenied)
-                }
-                Ok(credential) => {
-                    if let Some(value) = credential {
-                        // The host holds the credential; the plugin never sees it.
-                        request
-                            .headers_mut()
-                            .insert(http::header::AUTHORIZATION, value);
-                    }
-                    use http_body_util::BodyExt;
-                    let (res, io) =
-                        wasmtime_wasi_http::default_send_request(request, options).await?;
-                    Ok((
-                        res.map(BodyExt::boxed_unsync),
-                        Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-                    ))
-                }
-            }
-        })
-    }
-}
-
 // ---------------------------------------------------------------- stdio into tracing
 
 /// Plugin stdout/stderr, into the instance's bounded [`PluginOutput`].
@@ -682,48 +391,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn destinations_match_scheme_host_and_port() {
-        let p = HttpPolicy::new(
-            "p",
-            &[
-                "http://127.0.0.1:9090".into(),
-                "https://*.example.com".into(),
-            ],
-            &[],
-        )
-        .unwrap();
-        assert!(p
-            .check(&"http://127.0.0.1:9090/api".parse().unwrap())
-            .is_ok());
-        assert!(p
-            .check(&"http://127.0.0.1:9091/api".parse().unwrap())
-            .is_err());
-        assert!(p
-            .check(&"https://127.0.0.1:9090/".parse().unwrap())
-            .is_err());
-        assert!(p
-            .check(&"https://api.example.com/x".parse().unwrap())
-            .is_ok());
-        assert!(p.check(&"https://example.org/x".parse().unwrap()).is_err());
-        let err = p
-            .check(&"http://10.0.0.1:80/".parse().unwrap())
-            .unwrap_err();
-        assert!(
-            err.contains("http://10.0.0.1:80") && err.contains("grants.http"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn symlink_targets_must_stay_inside() {
-        assert!(symlink_target_allowed("file.txt"));
-        assert!(symlink_target_allowed("./sub/file.txt"));
-        assert!(!symlink_target_allowed("/etc/passwd"));
-        assert!(!symlink_target_allowed("../../etc/passwd"));
-        assert!(!symlink_target_allowed("sub/../../x"));
-    }
-
-    #[test]
     fn memory_limit_counts_every_memory_of_the_instance() {
         let mut limiter = MemoryLimiter {
             plugin: "p".into(),
@@ -740,17 +407,6 @@ mod tests {
         assert!(
             err.to_string().contains("all 4 memories")
                 && err.to_string().contains("limits.memory_mib = 64"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn malformed_grants_are_rejected_with_the_entry() {
-        let err = HttpPolicy::new("p", &["127.0.0.1:9090".into()], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("127.0.0.1:9090") && err.contains("scheme://host:port"),
             "{err}"
         );
     }

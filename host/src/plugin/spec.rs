@@ -2,7 +2,6 @@
 //! and everything it is allowed to do. Deny by default: an empty grant table grants nothing.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// One `[plugins.NAME]` table.
@@ -32,72 +31,9 @@ fn empty_table() -> toml::Value {
     toml::Value::Table(Default::default())
 }
 
-/// Capabilities granted to one plugin. Everything absent is denied.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// Outbound HTTP destinations as `scheme://host:port`; `*` wildcards allowed in the
-    /// host (`https://*.example.com:443`). Checked on every request.
-    #[serde(default)]
-    pub http: Vec<String>,
-    /// Host directories visible to the plugin.
-    #[serde(default)]
-    pub dirs: Vec<DirGrant>,
-    /// Credentials the host adds to requests for a granted HTTP destination, so the plugin
-    /// never sees them.
-    #[serde(default)]
-    pub http_auth: Vec<HttpAuth>,
-    /// Kubernetes API calls through `dax:host/kube`, scoped to namespaces, resources and verbs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kube: Option<crate::plugin::capabilities::kube::KubeGrant>,
-    /// AWS API calls through `dax:host/aws`, scoped to actions, regions and resource ARNs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<crate::plugin::capabilities::aws::AwsGrant>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirGrant {
-    /// Directory on the host (relative paths are resolved against the TOML file's folder).
-    pub host: PathBuf,
-    /// Where the plugin sees it, e.g. `/reports`. Defaults to the host path's last component
-    /// under `/`.
-    #[serde(default)]
-    pub guest: Option<String>,
-    /// Read-only unless set.
-    #[serde(default)]
-    pub writable: bool,
-    /// Size quota of a writable directory in MiB (default [`DEFAULT_DIR_QUOTA_MIB`]): the
-    /// whole tree, files the operator put there included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quota_mib: Option<u64>,
-}
-
-/// Quota of a writable directory grant without `quota_mib`.
-pub const DEFAULT_DIR_QUOTA_MIB: u64 = 64;
-
-impl DirGrant {
-    /// The quota in bytes (only enforced when the grant is writable).
-    pub fn quota_bytes(&self) -> u64 {
-        self.quota_mib
-            .unwrap_or(DEFAULT_DIR_QUOTA_MIB)
-            .saturating_mul(1024 * 1024)
-    }
-}
-
-/// A credential the host injects into requests to `destination`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpAuth {
-    /// `scheme://host:port`, exactly as in `grants.http`.
-    pub destination: String,
-    #[serde(default)]
-    pub bearer_token: Option<String>,
-    #[serde(default)]
-    pub basic_user: Option<String>,
-    #[serde(default)]
-    pub basic_password: Option<String>,
-}
+pub use super::capabilities::fs::{DirGrant, DEFAULT_DIR_QUOTA_MIB};
+pub use super::capabilities::http::HttpAuth;
+pub use super::capabilities::Grants;
 
 /// Resource limits for one plugin instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -152,7 +152,7 @@ impl KubeGrant {
     /// Whether resource `group/plural` is granted.
     pub fn allow_resource(&self, plugin: &str, group: &str, plural: &str) -> Result<(), String> {
         let wanted = resource_name(group, plural);
-        if self.resources.iter().any(|r| *r == wanted) {
+        if self.resources.contains(&wanted) {
             Ok(())
         } else {
             Err(format!(

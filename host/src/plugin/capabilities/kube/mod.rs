@@ -269,9 +269,11 @@ impl Host for KubeView {
     async fn list(&mut self, of: KindRef, options: ListOptions) -> Result<String, KubeError> {
         self.call(Verb::List, async |access| {
             let c = check(access, &of).await?;
-            let mut params = ListParams::default();
-            params.label_selector = options.label_selector.clone();
-            params.field_selector = options.field_selector.clone();
+            let params = ListParams {
+                label_selector: options.label_selector.clone(),
+                field_selector: options.field_selector.clone(),
+                ..Default::default()
+            };
             let req = KubeAccess::collection(&c.kind, c.namespace.as_deref()).list(&params);
             Ok(answer(access.send(build(req)?).await?))
         })
