@@ -302,6 +302,22 @@ async fn a_candidate_whose_tasks_never_run_is_never_ready() {
 
 /// The deployment file `dax deploy` runs: canary 10% steps to 30%, one check.
 fn deployment(w: &World, query: &str, dir: &Path) -> std::path::PathBuf {
+    deployment_with(
+        w,
+        query,
+        dir,
+        "canary",
+        "interval = \"100ms\"\nthreshold = 1\nmaxWeight = 30\nstepWeight = 10",
+    )
+}
+
+fn deployment_with(
+    w: &World,
+    query: &str,
+    dir: &Path,
+    strategy: &str,
+    params: &str,
+) -> std::path::PathBuf {
     let text = format!(
         r#"[deployment]
 app = "web"
@@ -315,12 +331,9 @@ plugin = "ecs"
 replicas = 2
 
 [strategy]
-plugin = "canary"
+plugin = "{strategy}"
 [strategy.params]
-interval = "100ms"
-threshold = 1
-maxWeight = 30
-stepWeight = 10
+{params}
 
 [[checks]]
 name = "success-rate"
@@ -329,14 +342,14 @@ query = "{query}"
 min = 99
 
 {ecs}
-[plugins.canary]
-source = "{canary}"
+[plugins.{strategy}]
+source = "{strategy_source}"
 
 [plugins.metrics]
 source = "{metrics}"
 "#,
         ecs = w.plugin_toml(&plugin_path("ecs").display().to_string()),
-        canary = plugin_path("canary").display(),
+        strategy_source = plugin_path(strategy).display(),
         metrics = plugin_path("hello-metrics").display(),
     );
     let path = dir.join("deploy.toml");
@@ -406,4 +419,32 @@ async fn dax_deploy_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
         json!(["web-blue"]),
         "{seen}"
     );
+}
+
+#[tokio::test]
+async fn dax_validate_refuses_mirroring_which_an_alb_cannot_do() {
+    let Some(w) = World::new("2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Mirroring: ALB has none, so `dax validate` refuses the strategy before anything runs.
+    let file = deployment_with(
+        &w,
+        "value:100",
+        dir.path(),
+        "blue-green",
+        "interval = \"100ms\"\niterations = 1\nthreshold = 1\nmirror = true",
+    );
+    let out = Command::new(dax_bin())
+        .args(["validate", file.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("DAX_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("mirror"), "{text}");
+    assert!(w.observe()["services"].get("web-candidate").is_none());
 }

@@ -138,6 +138,7 @@ pub fn host_credentials() {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("credentials");
         write_profiles(&file, &[("moto", KEY_ID, KEY_ID)]);
+        std::fs::write(dir.join("config"), "").unwrap();
         // Set once, before any test of this process loads an AWS grant.
         {
             std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &file);
