@@ -23,7 +23,8 @@ for pkg in rustc-web cargo-web rust-web-src lld-19 wasi-libc prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)
-# `python3 -m venv` (componentize-py's venv for Python plugins) needs ensurepip on Debian.
+# Python venvs (componentize-py for Python plugins, moto for the AWS tests) need ensurepip,
+# which Debian ships in python3-venv.
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
@@ -91,6 +92,17 @@ if ! { bash tests/k8s/build.sh && bash tests/k8s/crds.sh; }; then
   [ "${CI:-}" = true ] && exit 1
   echo "not built: the Kubernetes tests will be skipped"
 fi
+
+step "AWS API emulator (moto[server] from PyPI into \$DAX_BUILD_CACHE/venv-moto)"
+# tests/aws_*.rs start moto_server from this venv on loopback ports.
+moto_venv="$cache/venv-moto"
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+  if ! { python3 -m venv "$moto_venv" && "$moto_venv/bin/pip" install -q 'moto[server]>=5.2,<6'; }; then
+    [ "${CI:-}" = true ] && exit 1
+    echo "not installed: the AWS tests will be skipped"
+  fi
+fi
+"$moto_venv/bin/python" -c 'import moto; print("moto", moto.__version__)' || true
 
 step "host and integration tests"
 cargo test --workspace --no-fail-fast --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt" | grep -vE "^\s*$" | tail -n 200

@@ -105,6 +105,9 @@ macro_rules! role_module {
             /// Kubernetes API calls made by the host with the operator's credentials
             /// (`dax:host/kube`); only what `[plugins.NAME.grants.kube]` grants gets through.
             pub use bindings::dax::host::kube;
+            /// AWS API calls the host signs and sends (`dax:host/aws`); only what
+            /// `[plugins.NAME.grants.aws]` grants gets through.
+            pub use bindings::dax::host::aws;
 
             /// Log through the host (`dax:host/log`): lines appear in the host's output
             /// tagged with the plugin's name.

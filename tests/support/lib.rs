@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub mod k8s;
+pub mod moto;
 
 /// The repository root (parent of `tests/`).
 pub fn repo_root() -> PathBuf {

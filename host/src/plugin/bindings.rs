@@ -10,7 +10,7 @@ pub mod capabilities {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "dax:host/capabilities",
-        imports: { "dax:host/kube": async },
+        imports: { "dax:host/kube": async, "dax:host/aws": async },
     });
 }
 

@@ -4,6 +4,7 @@
 //! wall-clock deadline is enforced around the call, in `plugin::LoadedPlugin::call`).
 //! Everything here is built from the plugin's TOML entry.
 
+use super::capabilities::aws::AwsAccess;
 use super::capabilities::fs::{DiskQuota, QuotaDir};
 use super::capabilities::http::{HttpHooks, HttpPolicy};
 use super::capabilities::kube::KubeAccess;
@@ -32,6 +33,8 @@ pub struct Sandbox {
     pub quota: Arc<DiskQuota>,
     /// `dax:host/kube` access (client, discovery cache), shared by all instances.
     pub kube: Option<Arc<KubeAccess>>,
+    /// `dax:host/aws` access (credentials, HTTP client), shared by all instances.
+    pub aws: Option<Arc<AwsAccess>>,
 }
 
 #[derive(Debug)]
@@ -122,6 +125,19 @@ impl Sandbox {
                 )))
             }
         };
+        let aws = match &grants.aws {
+            None => None,
+            Some(grant) => {
+                grant.check_shape().map_err(|(field, problem)| {
+                    LoadError::new(
+                        field,
+                        format!("plugin `{plugin}`: {field} {problem}"),
+                        "fix the grant",
+                    )
+                })?;
+                Some(Arc::new(AwsAccess::new(plugin.into(), grant.clone())))
+            }
+        };
         Ok(Sandbox {
             plugin: plugin.into(),
             limits: limits.clone(),
@@ -129,6 +145,7 @@ impl Sandbox {
             dirs,
             quota: Arc::new(DiskQuota::new(plugin, quota)),
             kube,
+            aws,
         })
     }
 
@@ -177,6 +194,7 @@ impl Sandbox {
             output,
             denials,
             kube: self.kube.clone(),
+            aws: self.aws.clone(),
         })
     }
 }
@@ -204,6 +222,8 @@ pub struct PluginState {
     pub denials: Arc<Mutex<Vec<String>>>,
     /// `dax:host/kube` access, when granted.
     pub kube: Option<Arc<KubeAccess>>,
+    /// `dax:host/aws` access, when granted.
+    pub aws: Option<Arc<AwsAccess>>,
 }
 
 impl PluginState {

@@ -9,11 +9,13 @@
 //! | [`fs`] | WASI preopens, quota, symlink rules | `dirs` |
 //! | [`http`] | `wasi:http` to granted destinations, host-held credentials | `http`, `http_auth` |
 //! | [`kube`] | `dax:host/kube`, Kubernetes API calls with host-held credentials | `kube` |
+//! | [`aws`] | `dax:host/aws`, AWS API calls signed with host-held credentials | `aws` |
 //!
 //! Adding one: its WIT interface in `wit/deps/dax-host/host.wit` (imported by the
 //! `capabilities` world), a module here, a field in [`Grants`], a line in [`add_to_linker`],
 //! and its state in `sandbox.rs` (see the README's "Adding a capability").
 
+pub mod aws;
 pub mod fs;
 pub mod http;
 pub mod kube;
@@ -41,6 +43,9 @@ pub struct Grants {
     /// Kubernetes API calls through `dax:host/kube`, scoped to namespaces, resources and verbs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube: Option<kube::KubeGrant>,
+    /// AWS API calls through `dax:host/aws`, scoped to actions, regions and resource ARNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<aws::AwsGrant>,
 }
 
 /// Link every host capability (`dax:host/*`): the `capabilities` world's bindings link all of its
@@ -49,13 +54,17 @@ pub struct Grants {
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
     super::bindings::host_log::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
     kube::add_to_linker(linker)?;
+    aws::add_to_linker(linker)?;
     Ok(())
 }
 
 /// Capability interfaces a component may import that need a grant, with the check and the
 /// grant to add. Interfaces not listed are either always granted (`dax:host/log`) or deny
 /// per call (`wasi:http`, whose every request is checked against `grants.http`).
-const GRANTED_IMPORTS: &[GrantedImport] = &[("dax:host/kube", |g| g.kube.is_some(), "grants.kube")];
+const GRANTED_IMPORTS: &[GrantedImport] = &[
+    ("dax:host/kube", |g| g.kube.is_some(), "grants.kube"),
+    ("dax:host/aws", |g| g.aws.is_some(), "grants.aws"),
+];
 
 /// (interface, whether the grants cover it, the grant's TOML key).
 type GrantedImport = (&'static str, fn(&Grants) -> bool, &'static str);
