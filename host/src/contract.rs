@@ -9,6 +9,13 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+// The plain types both the host and the strategy kit use live in one crate.
+pub use dax_contract::{
+    AnalysisOutcome, AnalysisRequest, CheckResult, CheckVerdict, Decision, FinalStatus, HookPhase,
+    MatchSource, Observation, Outcome, Plan, RequestMatch, Slot, StatusOutcome, Step, StringMatch,
+    TrafficSplit,
+};
+
 /// Mirrors `dax:plugin/types.plugin-role`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -94,54 +101,6 @@ impl CallError {
 }
 
 pub type CallResult<T> = Result<T, CallError>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
-pub enum StringMatch {
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Regex(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MatchSource {
-    Header,
-    Cookie,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestMatch {
-    pub source: MatchSource,
-    pub name: String,
-    pub value: StringMatch,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Slot {
-    Stable,
-    Candidate,
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Slot::Stable => "stable",
-            Slot::Candidate => "candidate",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrafficSplit {
-    pub candidate_weight: u8,
-    #[serde(default)]
-    pub matches: Vec<RequestMatch>,
-    #[serde(default)]
-    pub mirror_percent: u8,
-}
 
 /// What a target's `set-traffic` can carry out with its config (mirrors `traffic-support`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,140 +242,6 @@ pub trait Scanner: Send + Sync {
 }
 
 // ---------------------------------------------------------------- strategy
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnalysisRequest {
-    pub window_ms: u64,
-    pub compare_baseline: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HookPhase {
-    PreRollout,
-    Rollout,
-    ConfirmRollout,
-    ConfirmTrafficIncrease,
-    ConfirmPromotion,
-    PostRollout,
-    Rollback,
-    Event,
-}
-
-impl HookPhase {
-    pub const ALL: [HookPhase; 8] = [
-        HookPhase::PreRollout,
-        HookPhase::Rollout,
-        HookPhase::ConfirmRollout,
-        HookPhase::ConfirmTrafficIncrease,
-        HookPhase::ConfirmPromotion,
-        HookPhase::PostRollout,
-        HookPhase::Rollback,
-        HookPhase::Event,
-    ];
-
-    /// The name used in TOML (`type = "pre-rollout"`), same as Flagger's.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookPhase::PreRollout => "pre-rollout",
-            HookPhase::Rollout => "rollout",
-            HookPhase::ConfirmRollout => "confirm-rollout",
-            HookPhase::ConfirmTrafficIncrease => "confirm-traffic-increase",
-            HookPhase::ConfirmPromotion => "confirm-promotion",
-            HookPhase::PostRollout => "post-rollout",
-            HookPhase::Rollback => "rollback",
-            HookPhase::Event => "event",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FinalStatus {
-    Promoted,
-    RolledBack,
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "step", content = "arg", rename_all = "kebab-case")]
-pub enum Step {
-    DeployCandidate,
-    SetTraffic(TrafficSplit),
-    Scale(Slot, u32),
-    CheckStatus(Slot),
-    Analyze(AnalysisRequest),
-    RunHooks(HookPhase),
-    Wait(u64),
-    AwaitApproval(String),
-    Promote,
-    Rollback(String),
-    Finish(FinalStatus),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CheckVerdict {
-    Pass,
-    Fail,
-    NoData,
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub verdict: CheckVerdict,
-    pub value: Option<f64>,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AnalysisOutcome {
-    pub checks: Vec<CheckResult>,
-    pub score: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusOutcome {
-    pub which: Slot,
-    pub desired: u32,
-    pub ready: u32,
-    pub updated: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "outcome", content = "value", rename_all = "kebab-case")]
-pub enum Outcome {
-    Started,
-    Done,
-    TargetStatus(StatusOutcome),
-    Analysis(AnalysisOutcome),
-    Hooks(bool),
-    Approval(bool),
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Observation {
-    pub elapsed_ms: u64,
-    pub last: Outcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub next: Step,
-    /// Opaque to the host; persisted in the journal before `next` is executed.
-    pub state: Vec<u8>,
-    pub note: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
-    pub steps: Vec<String>,
-    pub best_case_ms: u64,
-    pub worst_case_rollback_ms: u64,
-}
 
 /// A rollout strategy (mirrors `dax:plugin/strategy`). Params are bound at construction.
 #[async_trait::async_trait]

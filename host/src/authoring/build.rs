@@ -566,10 +566,11 @@ fn build_javascript_project(
     write_component(name, dir, out, component)
 }
 
-/// sha256 over every input of the first-party plugins: the WIT, the SDK and `plugins/`.
+/// sha256 over every input of the first-party plugins: the WIT, the contract types, the SDK
+/// and `plugins/`.
 pub fn source_hash(repo_root: &Path) -> anyhow::Result<String> {
     let mut files = Vec::new();
-    for dir in ["wit", "sdk", "plugins"] {
+    for dir in ["wit", "contract", "sdk", "plugins"] {
         collect_files(&repo_root.join(dir), &mut files)?;
     }
     files.sort();
@@ -614,7 +615,7 @@ fn embed(
     std::fs::create_dir_all(&dir)?;
     let mut manifest = format!(
         "# Written by `dax plugin build --all --embed`. `dax plugin build --all --check` fails when these no longer\n\
-         # match the sources. sources-sha256 covers wit/, sdk/ and plugins/.\nsources-sha256 {}\ntoolchain {}\n",
+         # match the sources. sources-sha256 covers wit/, contract/, sdk/ and plugins/.\nsources-sha256 {}\ntoolchain {}\n",
         source_hash(&options.repo_root)?,
         toolchain_name(&choose_toolchain(log)?)
     );
