@@ -95,49 +95,17 @@ impl Sandbox {
         }
         let http = HttpPolicy::new(plugin, &grants.http, &grants.http_auth)
             .map_err(|e| LoadError::new("grants.http", format!("{e:#}"), "fix the grant"))?;
-        let kube = match &grants.kube {
-            None => None,
-            Some(grant) => {
-                grant.check_shape().map_err(|(field, problem)| {
-                    LoadError::new(
-                        field,
-                        format!("plugin `{plugin}`: {field} {problem}"),
-                        "fix the grant",
-                    )
-                })?;
-                let kubeconfig = grant.kubeconfig.as_ref().map(|p| base_dir.join(p));
-                if let Some(path) = &kubeconfig {
-                    if !path.is_file() {
-                        return Err(LoadError::new(
-                            "grants.kube.kubeconfig",
-                            format!(
-                                "plugin `{plugin}`: grants.kube.kubeconfig `{}` is not a file",
-                                path.display()
-                            ),
-                            "fix the path (relative paths start at this file's folder) or leave it out to use $KUBECONFIG or ~/.kube/config",
-                        ));
-                    }
-                }
-                Some(Arc::new(KubeAccess::new(
-                    plugin.into(),
-                    grant.clone(),
-                    kubeconfig,
-                )))
-            }
-        };
-        let aws = match &grants.aws {
-            None => None,
-            Some(grant) => {
-                grant.check_shape().map_err(|(field, problem)| {
-                    LoadError::new(
-                        field,
-                        format!("plugin `{plugin}`: {field} {problem}"),
-                        "fix the grant",
-                    )
-                })?;
-                Some(Arc::new(AwsAccess::new(plugin.into(), grant.clone())))
-            }
-        };
+        // Each capability checks its own grant and builds its per-plugin state.
+        let kube = grants
+            .kube
+            .as_ref()
+            .map(|grant| KubeAccess::from_grant(plugin, grant, base_dir).map(Arc::new))
+            .transpose()?;
+        let aws = grants
+            .aws
+            .as_ref()
+            .map(|grant| AwsAccess::from_grant(plugin, grant).map(Arc::new))
+            .transpose()?;
         Ok(Sandbox {
             plugin: plugin.into(),
             limits: limits.clone(),

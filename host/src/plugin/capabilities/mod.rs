@@ -58,6 +58,18 @@ pub fn add_to_linker(linker: &mut Linker<PluginState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The load error of a grant whose shape `check_shape` refused (`(field, problem)`).
+pub(crate) fn grant_shape_error(
+    plugin: &str,
+    (field, problem): (&'static str, String),
+) -> super::LoadError {
+    super::LoadError::new(
+        field,
+        format!("plugin `{plugin}`: {field} {problem}"),
+        "fix the grant",
+    )
+}
+
 /// Capability interfaces a component may import that need a grant, with the check and the
 /// grant to add. Interfaces not listed are either always granted (`dax:host/log`) or deny
 /// per call (`wasi:http`, whose every request is checked against `grants.http`).

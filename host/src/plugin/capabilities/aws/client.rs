@@ -64,7 +64,15 @@ pub struct Answer {
 }
 
 impl AwsAccess {
-    pub fn new(plugin: Arc<str>, grant: AwsGrant) -> Self {
+    /// Check a plugin's `grants.aws` at load time and prepare its access.
+    pub fn from_grant(plugin: &str, grant: &AwsGrant) -> Result<Self, crate::plugin::LoadError> {
+        grant
+            .check_shape()
+            .map_err(|e| crate::plugin::capabilities::grant_shape_error(plugin, e))?;
+        Ok(Self::new(plugin.into(), grant.clone()))
+    }
+
+    fn new(plugin: Arc<str>, grant: AwsGrant) -> Self {
         let http = reqwest::Client::builder()
             // A signed request is never replayed elsewhere, and never follows a redirect.
             .redirect(reqwest::redirect::Policy::none())

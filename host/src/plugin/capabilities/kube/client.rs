@@ -39,7 +39,33 @@ impl std::fmt::Debug for KubeAccess {
 }
 
 impl KubeAccess {
-    pub fn new(plugin: std::sync::Arc<str>, grant: KubeGrant, kubeconfig: Option<PathBuf>) -> Self {
+    /// Check a plugin's `grants.kube` at load time and prepare its access; relative
+    /// kubeconfig paths start at `base_dir` (the TOML file's folder).
+    pub fn from_grant(
+        plugin: &str,
+        grant: &KubeGrant,
+        base_dir: &std::path::Path,
+    ) -> Result<Self, crate::plugin::LoadError> {
+        grant
+            .check_shape()
+            .map_err(|e| crate::plugin::capabilities::grant_shape_error(plugin, e))?;
+        let kubeconfig = grant.kubeconfig.as_ref().map(|p| base_dir.join(p));
+        if let Some(path) = &kubeconfig {
+            if !path.is_file() {
+                return Err(crate::plugin::LoadError::new(
+                    "grants.kube.kubeconfig",
+                    format!(
+                        "plugin `{plugin}`: grants.kube.kubeconfig `{}` is not a file",
+                        path.display()
+                    ),
+                    "fix the path (relative paths start at this file's folder) or leave it out to use $KUBECONFIG or ~/.kube/config",
+                ));
+            }
+        }
+        Ok(Self::new(plugin.into(), grant.clone(), kubeconfig))
+    }
+
+    fn new(plugin: std::sync::Arc<str>, grant: KubeGrant, kubeconfig: Option<PathBuf>) -> Self {
         KubeAccess {
             plugin,
             grant,
