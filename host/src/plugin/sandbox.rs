@@ -203,9 +203,9 @@ impl PluginState {
         self.denials.lock().unwrap().clear();
     }
 
-    /// Record something the host refused during this call (the first few are kept).
+    /// Record (and log) something the host refused during this call (the first few are kept).
     pub fn deny(&self, reason: String) {
-        push_denial(&self.denials, reason);
+        push_denial(&self.plugin, &self.denials, reason);
     }
 
     /// What the host refused during this call (drained).
@@ -237,7 +237,9 @@ impl WasiHttpView for PluginState {
 /// retries forever.
 const MAX_DENIALS: usize = 5;
 
-pub(crate) fn push_denial(denials: &Mutex<Vec<String>>, reason: String) {
+/// Log what the host refused a plugin and keep it for the call's error (the first few).
+pub(crate) fn push_denial(plugin: &str, denials: &Mutex<Vec<String>>, reason: String) {
+    tracing::warn!(plugin = %plugin, "{reason}");
     let mut denials = denials.lock().unwrap();
     if denials.len() < MAX_DENIALS {
         denials.push(reason);

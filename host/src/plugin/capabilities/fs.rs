@@ -33,7 +33,6 @@ pub fn refuse_escaping_symlinks(linker: &mut Linker<PluginState>) -> anyhow::Res
                         crate::plugin::capabilities::log::escape(&link),
                         crate::plugin::capabilities::log::escape(&target)
                     );
-                    tracing::warn!(plugin = %state.plugin, "{reason}");
                     state.deny(reason);
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }

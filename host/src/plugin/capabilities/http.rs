@@ -189,8 +189,7 @@ impl WasiHttpHooks for HttpHooks {
         Box::new(async move {
             match verdict {
                 Err(reason) => {
-                    tracing::warn!(plugin = %policy.plugin, "{reason}");
-                    push_denial(&denials, reason);
+                    push_denial(&policy.plugin, &denials, reason);
                     Err(wasmtime_wasi_http::Error::HttpRequestDenied)
                 }
                 Ok(credential) => {

@@ -86,8 +86,7 @@ impl Host for AwsView {
             Some(access) => call(access, req).await,
         };
         if let Err(AwsFailure::Denied(why)) = &result {
-            tracing::warn!(plugin = %self.plugin, "{why}");
-            push_denial(&self.denials, why.clone());
+            push_denial(&self.plugin, &self.denials, why.clone());
         }
         result.map_err(AwsError::from)
     }

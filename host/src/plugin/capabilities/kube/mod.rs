@@ -122,8 +122,7 @@ impl KubeView {
             },
         };
         if let Err(KubeFailure::Denied(why)) = &result {
-            tracing::warn!(plugin = %self.plugin, "{why}");
-            push_denial(&self.denials, why.clone());
+            push_denial(&self.plugin, &self.denials, why.clone());
         }
         result.map_err(KubeError::from)
     }
