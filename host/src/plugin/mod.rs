@@ -18,7 +18,9 @@ pub mod builtin;
 pub mod cache;
 pub mod capabilities;
 mod roles;
+pub mod oci;
 pub mod sandbox;
+pub mod signature;
 pub mod source;
 pub mod spec;
 
