@@ -52,7 +52,8 @@ impl Registry {
             assert!(
                 Instant::now() < deadline,
                 "registry did not listen on {port}: {}",
-                std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+                std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                    .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -90,7 +91,10 @@ fn dax(dir: &Path, args: &[&str]) -> (i32, String) {
     let out: Output = Command::new(dax_bin())
         .args(args)
         .current_dir(dir)
-        .env("DAX_CACHE_DIR", dax_tests::repo_root().join("target/test-component-cache"))
+        .env(
+            "DAX_CACHE_DIR",
+            dax_tests::repo_root().join("target/test-component-cache"),
+        )
         // No operator credentials leak into the test, and none are needed.
         .env("DOCKER_CONFIG", dir.join("no-docker-config"))
         .output()
@@ -209,14 +213,20 @@ fn deploy(dir: &Path, id: &str) -> (i32, String) {
 
 #[test]
 fn push_then_deploy_by_tag_and_by_digest_and_pull_back() {
-    let Some(registry) = Registry::start() else { return };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let (sha256, manifest) = push(dir, &registry, "hello-metrics", "dax/hello-metrics:1");
     assert!(manifest.starts_with("sha256:"), "{manifest}");
 
     // By tag.
-    write_deployment(dir, &oci_table(&registry.reference("dax/hello-metrics:1"), &sha256), "");
+    write_deployment(
+        dir,
+        &oci_table(&registry.reference("dax/hello-metrics:1"), &sha256),
+        "",
+    );
     let (code, text) = deploy(dir, "by-tag");
     assert_eq!(code, 0, "deploy by tag:\n{text}");
     // By digest (the manifest's), in a second deployment right after.
@@ -246,7 +256,10 @@ fn push_then_deploy_by_tag_and_by_digest_and_pull_back() {
     // An oci:// source without a pin is refused by `dax validate`, naming the field.
     write_deployment(
         dir,
-        &format!("source = \"{}\"\nallow_insecure_http = true\n", registry.reference("dax/hello-metrics:1")),
+        &format!(
+            "source = \"{}\"\nallow_insecure_http = true\n",
+            registry.reference("dax/hello-metrics:1")
+        ),
         "",
     );
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
@@ -257,7 +270,9 @@ fn push_then_deploy_by_tag_and_by_digest_and_pull_back() {
 
 #[test]
 fn tampered_bytes_wrong_pin_and_wrong_digest_are_refused() {
-    let Some(registry) = Registry::start() else { return };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let (sha256, manifest) = push(dir, &registry, "hello-metrics", "dax/metrics:1");
@@ -265,16 +280,28 @@ fn tampered_bytes_wrong_pin_and_wrong_digest_are_refused() {
     // The tag now points at other bytes (a different plugin pushed over it): the pin
     // catches it and the refusal names both digests.
     let (other_sha256, _) = push(dir, &registry, "adversary", "dax/metrics:1");
-    write_deployment(dir, &oci_table(&registry.reference("dax/metrics:1"), &sha256), "");
+    write_deployment(
+        dir,
+        &oci_table(&registry.reference("dax/metrics:1"), &sha256),
+        "",
+    );
     let (code, text) = deploy(dir, "swapped");
     assert_ne!(code, 0, "{text}");
-    assert!(text.contains(&format!("is {other_sha256}, but [plugins.metrics] pins {sha256}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "is {other_sha256}, but [plugins.metrics] pins {sha256}"
+        )),
+        "{text}"
+    );
 
     // A manifest digest the registry does not have.
     let missing = format!("sha256:{}", "0".repeat(64));
     write_deployment(
         dir,
-        &oci_table(&registry.reference(&format!("dax/metrics@{missing}")), &sha256),
+        &oci_table(
+            &registry.reference(&format!("dax/metrics@{missing}")),
+            &sha256,
+        ),
         "",
     );
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
@@ -291,31 +318,48 @@ fn tampered_bytes_wrong_pin_and_wrong_digest_are_refused() {
     std::fs::write(&blob, &bytes).unwrap();
     write_deployment(
         dir,
-        &oci_table(&registry.reference(&format!("dax/metrics@{manifest}")), &sha256),
+        &oci_table(
+            &registry.reference(&format!("dax/metrics@{manifest}")),
+            &sha256,
+        ),
         "",
     );
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
     assert_ne!(code, 0, "{text}");
-    assert!(text.contains("altered it"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "Invalid digest. Expected sha256:{sha256}, got sha256:"
+        )),
+        "{text}"
+    );
 
     // Plain http without the opt-in: refused (dax speaks https to the registry).
     write_deployment(
         dir,
-        &format!("source = \"{}\"\nsha256 = \"{other_sha256}\"\n", registry.reference("dax/metrics:1")),
+        &format!(
+            "source = \"{}\"\nsha256 = \"{other_sha256}\"\n",
+            registry.reference("dax/metrics:1")
+        ),
         "",
     );
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
     assert_ne!(code, 0, "{text}");
 
     // The host kept working: the plugin now at the tag loads with its own pin.
-    write_deployment(dir, &oci_table(&registry.reference("dax/metrics:1"), &other_sha256), "");
+    write_deployment(
+        dir,
+        &oci_table(&registry.reference("dax/metrics:1"), &other_sha256),
+        "",
+    );
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
     assert_eq!(code, 0, "{text}");
 }
 
 #[test]
 fn the_trust_policy_refuses_unsigned_and_wrongly_signed_plugins() {
-    let Some(registry) = Registry::start() else { return };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     std::fs::create_dir_all(dir.join("keys")).unwrap();
@@ -342,42 +386,106 @@ fn the_trust_policy_refuses_unsigned_and_wrongly_signed_plugins() {
     let file_target = plugin_path("file-target");
     let local_target = dir.join("file-target.wasm");
     std::fs::copy(&file_target, &local_target).unwrap();
-    ok(dir, &["plugin", "sign", &source, "--key", "keys/other.key", "--allow-insecure-http"]);
-    ok(dir, &["plugin", "sign", "file-target.wasm", "--key", "keys/vendor.key"]);
+    ok(
+        dir,
+        &[
+            "plugin",
+            "sign",
+            &source,
+            "--key",
+            "keys/other.key",
+            "--allow-insecure-http",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "plugin",
+            "sign",
+            "file-target.wasm",
+            "--key",
+            "keys/vendor.key",
+        ],
+    );
     let text = std::fs::read_to_string(dir.join("deploy.toml"))
         .unwrap()
         .replace(&file_target.display().to_string(), "file-target.wasm");
     std::fs::write(dir.join("deploy.toml"), text).unwrap();
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
     assert_ne!(code, 0, "{text}");
-    assert!(text.contains("signed only by keys not trusted here: ed25519:"), "{text}");
-    assert!(!text.contains("plugin `files`"), "the signed file is accepted:\n{text}");
+    assert!(
+        text.contains("signed only by keys not trusted here: ed25519:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("plugin `files`"),
+        "the signed file is accepted:\n{text}"
+    );
     let (code, text) = dax(
         dir,
-        &["plugin", "verify", &source, "--key", "keys/vendor.pub", "--allow-insecure-http"],
+        &[
+            "plugin",
+            "verify",
+            &source,
+            "--key",
+            "keys/vendor.pub",
+            "--allow-insecure-http",
+        ],
     );
     assert_eq!(code, 1, "{text}");
 
     // Signed by the listed key: accepted, and a real deployment runs.
-    ok(dir, &["plugin", "sign", &source, "--key", "keys/vendor.key", "--allow-insecure-http"]);
-    let text = ok(
+    ok(
         dir,
-        &["plugin", "verify", &source, "--key", "keys/vendor.pub", "--allow-insecure-http"],
+        &[
+            "plugin",
+            "sign",
+            &source,
+            "--key",
+            "keys/vendor.key",
+            "--allow-insecure-http",
+        ],
     );
-    assert!(text.contains("signed by keys/vendor.pub (ed25519:"), "{text}");
     let text = ok(
         dir,
         &[
-            "plugin", "inspect", &source, "--sha256", &sha256, "--allow-insecure-http", "--key", "keys/vendor.pub",
+            "plugin",
+            "verify",
+            &source,
+            "--key",
+            "keys/vendor.pub",
+            "--allow-insecure-http",
         ],
     );
-    assert!(text.contains("signature    signed by keys/vendor.pub"), "{text}");
+    assert!(
+        text.contains("signed by keys/vendor.pub (ed25519:"),
+        "{text}"
+    );
+    let text = ok(
+        dir,
+        &[
+            "plugin",
+            "inspect",
+            &source,
+            "--sha256",
+            &sha256,
+            "--allow-insecure-http",
+            "--key",
+            "keys/vendor.pub",
+        ],
+    );
+    assert!(
+        text.contains("signature    signed by keys/vendor.pub"),
+        "{text}"
+    );
     let (code, text) = deploy(dir, "signed");
     assert_eq!(code, 0, "{text}");
 
     // A tampered sidecar signature for the local file: refused again.
     let sig = dir.join("file-target.wasm.sig");
-    let tampered = std::fs::read_to_string(&sig).unwrap().replace("\"signature\":\"", "\"signature\":\"AAAA");
+    let tampered = std::fs::read_to_string(&sig)
+        .unwrap()
+        .replace("\"signature\":\"", "\"signature\":\"AAAA");
     std::fs::write(&sig, tampered).unwrap();
     let (code, text) = dax(dir, &["validate", "deploy.toml"]);
     assert_ne!(code, 0, "{text}");

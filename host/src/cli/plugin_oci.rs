@@ -26,9 +26,9 @@ pub enum DistributionCommand {
     Pull {
         /// `oci://REGISTRY/REPOSITORY:TAG` or `...@sha256:DIGEST`.
         source: String,
-        /// The file to write.
-        #[arg(short = 'o', long = "output")]
-        output: PathBuf,
+        /// The file to write (`--out`; `--output` is the global output format).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
         /// Expected sha256 of the .wasm; the pull fails (and writes nothing) otherwise.
         #[arg(long)]
         sha256: Option<String>,
@@ -94,7 +94,7 @@ pub async fn run(cmd: DistributionCommand, json: bool) -> anyhow::Result<i32> {
         }
         DistributionCommand::Pull {
             source,
-            output,
+            out,
             sha256,
             allow_insecure_http,
         } => {
@@ -116,15 +116,15 @@ pub async fn run(cmd: DistributionCommand, json: bool) -> anyhow::Result<i32> {
                     );
                 }
             }
-            std::fs::write(&output, &pulled.wasm)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            std::fs::write(&out, &pulled.wasm)
+                .with_context(|| format!("cannot write {}", out.display()))?;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({"source": source, "manifest": pulled.manifest_digest, "sha256": digest})
                 );
             } else {
-                println!("pulled {source} to {}", output.display());
+                println!("pulled {source} to {}", out.display());
                 println!("manifest     {}", pulled.manifest_digest);
                 println!("sha256       {digest}  (pin: sha256 = \"{digest}\")");
             }
@@ -228,7 +228,9 @@ fn strip_tag(source: &str) -> String {
 
 fn require_oci(reference: &str) -> anyhow::Result<()> {
     if SourceKind::of(reference) != SourceKind::Oci {
-        anyhow::bail!("`{reference}` is not an oci:// reference; write `oci://REGISTRY/REPOSITORY:TAG`");
+        anyhow::bail!(
+            "`{reference}` is not an oci:// reference; write `oci://REGISTRY/REPOSITORY:TAG`"
+        );
     }
     Ok(())
 }
@@ -266,6 +268,8 @@ pub async fn verdict_for(
     };
     match signature::find_signatures("verified", &spec, Path::new(".")).await? {
         Some((digest, docs)) => Ok(signature::verdict(&digest, &docs, &trusted)),
-        None => anyhow::bail!("`{source}` is a builtin plugin: it ships inside this binary and carries no signature"),
+        None => anyhow::bail!(
+            "`{source}` is a builtin plugin: it ships inside this binary and carries no signature"
+        ),
     }
 }

@@ -88,7 +88,11 @@ pub fn registry_auth(registry: &str) -> anyhow::Result<RegistryAuth> {
         let key = key.split_once("://").map_or(key, |(_, rest)| rest);
         key.split('/').next().unwrap_or(key).to_string()
     };
-    let Some(entry) = auths.iter().find(|(k, _)| host_of(k) == registry).map(|(_, v)| v) else {
+    let Some(entry) = auths
+        .iter()
+        .find(|(k, _)| host_of(k) == registry)
+        .map(|(_, v)| v)
+    else {
         return Ok(RegistryAuth::Anonymous);
     };
     if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
@@ -97,7 +101,10 @@ pub fn registry_auth(registry: &str) -> anyhow::Result<RegistryAuth> {
             .decode(auth.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            });
         return match decoded {
             Some((user, password)) => Ok(RegistryAuth::Basic(user, password)),
             None => anyhow::bail!(
@@ -253,11 +260,7 @@ async fn read_blob(
 }
 
 /// Push `wasm` to `target` in the Wasm OCI layout; returns the manifest digest.
-pub async fn push(
-    wasm: &[u8],
-    target: &str,
-    allow_insecure_http: bool,
-) -> anyhow::Result<String> {
+pub async fn push(wasm: &[u8], target: &str, allow_insecure_http: bool) -> anyhow::Result<String> {
     let reference = parse("pushed", target)?;
     let auth = registry_auth(reference.resolve_registry())?;
     let client = client(allow_insecure_http, &DownloadLimits::default());
@@ -354,7 +357,9 @@ pub async fn push_signature(
         .pull_manifest_raw(&index_ref, &auth, &[OCI_IMAGE_INDEX_MEDIA_TYPE])
         .await
     {
-        Ok((raw, _)) => serde_json::from_slice::<OciImageIndex>(&raw).unwrap_or_else(|_| empty_index()),
+        Ok((raw, _)) => {
+            serde_json::from_slice::<OciImageIndex>(&raw).unwrap_or_else(|_| empty_index())
+        }
         Err(_) => empty_index(),
     };
     index.manifests.retain(|m| m.digest != signature_digest);
@@ -395,8 +400,7 @@ pub async fn pull_signatures(
     let auth = registry_auth(reference.resolve_registry())?;
     let client = client(allow_insecure_http, limits);
     let work = async {
-        let (_, subject) =
-            pull_plugin_manifest(name, source, &client, &reference, &auth).await?;
+        let (_, subject) = pull_plugin_manifest(name, source, &client, &reference, &auth).await?;
         let repo = |tag_or_digest: Result<String, String>| match tag_or_digest {
             Ok(tag) => Reference::with_tag(
                 reference.registry().to_string(),
@@ -444,12 +448,24 @@ pub async fn pull_signatures(
             let Ok(manifest) = serde_json::from_slice::<OciImageManifest>(&raw) else {
                 continue;
             };
-            let refers_here = manifest.subject.as_ref().is_some_and(|s| s.digest == subject);
+            let refers_here = manifest
+                .subject
+                .as_ref()
+                .is_some_and(|s| s.digest == subject);
             let is_signature = manifest.artifact_type.as_deref() == Some(SIGNATURE_MEDIA_TYPE);
             match manifest.layers.as_slice() {
-                [layer] if refers_here && is_signature && layer.media_type == SIGNATURE_MEDIA_TYPE => {
-                    if let Ok(bytes) =
-                        read_blob(name, source, &client, &by_digest, layer, MAX_SIGNATURE_BYTES).await
+                [layer]
+                    if refers_here && is_signature && layer.media_type == SIGNATURE_MEDIA_TYPE =>
+                {
+                    if let Ok(bytes) = read_blob(
+                        name,
+                        source,
+                        &client,
+                        &by_digest,
+                        layer,
+                        MAX_SIGNATURE_BYTES,
+                    )
+                    .await
                     {
                         signatures.push(bytes);
                     }

@@ -161,10 +161,15 @@ impl Verdict {
             Verdict::Untrusted { signers, invalid } => {
                 let mut parts = Vec::new();
                 if !signers.is_empty() {
-                    parts.push(format!("signed only by keys not trusted here: {}", signers.join(", ")));
+                    parts.push(format!(
+                        "signed only by keys not trusted here: {}",
+                        signers.join(", ")
+                    ));
                 }
                 if *invalid > 0 {
-                    parts.push(format!("{invalid} signature(s) that do not verify for this plugin"));
+                    parts.push(format!(
+                        "{invalid} signature(s) that do not verify for this plugin"
+                    ));
                 }
                 parts.join("; ")
             }
@@ -179,7 +184,10 @@ pub fn verdict(digest_hex: &str, documents: &[Vec<u8>], trusted: &[TrustedKey]) 
     let mut invalid = 0;
     let mut any = false;
     for doc in documents {
-        for line in String::from_utf8_lossy(doc).lines().filter(|l| !l.trim().is_empty()) {
+        for line in String::from_utf8_lossy(doc)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             any = true;
             let Ok(sig) = serde_json::from_str::<PluginSignature>(line) else {
                 invalid += 1;
@@ -273,7 +281,10 @@ pub async fn find_signatures(
         max_bytes: 64 << 10,
         ..DownloadLimits::default()
     };
-    let pin = spec.sha256.as_deref().and_then(super::source::normalize_pin);
+    let pin = spec
+        .sha256
+        .as_deref()
+        .and_then(super::source::normalize_pin);
     let source = spec.source.as_str();
     match SourceKind::of(source) {
         SourceKind::Path => {
@@ -285,7 +296,10 @@ pub async fn find_signatures(
             let digest = match pin {
                 Some(pin) => pin,
                 None => hex::encode(Sha256::digest(std::fs::read(&path).with_context(|| {
-                    format!("plugin `{name}`: cannot read source `{source}` ({})", path.display())
+                    format!(
+                        "plugin `{name}`: cannot read source `{source}` ({})",
+                        path.display()
+                    )
                 })?)),
             };
             let mut sidecar = path.into_os_string();
@@ -304,9 +318,13 @@ pub async fn find_signatures(
         }
         SourceKind::Oci => {
             let digest = pin.context("an oci:// source must pin `sha256`")?;
-            let docs =
-                super::oci::pull_signatures(name, source, spec.allow_insecure_http, &DownloadLimits::default())
-                    .await?;
+            let docs = super::oci::pull_signatures(
+                name,
+                source,
+                spec.allow_insecure_http,
+                &DownloadLimits::default(),
+            )
+            .await?;
             Ok(Some((digest, docs)))
         }
         // Builtins ship inside this binary; other schemes are host-native test plugins.
@@ -334,7 +352,11 @@ pub async fn enforce(
         return Ok(spec.clone());
     };
     let trusted = policy.trusted_keys(base_dir).map_err(|e| {
-        super::LoadError::new("source", format!("plugin `{name}`: [trust] keys: {e:#}"), "fix `[trust] keys`")
+        super::LoadError::new(
+            "source",
+            format!("plugin `{name}`: [trust] keys: {e:#}"),
+            "fix `[trust] keys`",
+        )
     })?;
     match verdict(&digest, &docs, &trusted) {
         Verdict::SignedBy(_) => {
@@ -374,12 +396,18 @@ mod tests {
         let trusted = vec![read_public_key(&public).unwrap()];
         let digest = "ab".repeat(32);
         let sig = serde_json::to_vec(&sign(&digest, &secret).unwrap()).unwrap();
-        assert!(matches!(verdict(&digest, &[sig.clone()], &trusted), Verdict::SignedBy(_)));
+        assert!(matches!(
+            verdict(&digest, &[sig.clone()], &trusted),
+            Verdict::SignedBy(_)
+        ));
         // Another digest: the same signature does not verify.
         let other_digest = "cd".repeat(32);
         assert_eq!(
             verdict(&other_digest, &[sig], &trusted),
-            Verdict::Untrusted { signers: vec![], invalid: 1 }
+            Verdict::Untrusted {
+                signers: vec![],
+                invalid: 1
+            }
         );
         let by_other = serde_json::to_vec(&sign(&digest, &other_secret).unwrap()).unwrap();
         assert!(matches!(
@@ -387,6 +415,9 @@ mod tests {
             Verdict::Untrusted { ref signers, invalid: 0 } if signers.len() == 1
         ));
         assert_eq!(verdict(&digest, &[], &trusted), Verdict::Unsigned);
-        assert!(keygen(&dir.path().join("vendor")).is_err(), "never overwrites a key");
+        assert!(
+            keygen(&dir.path().join("vendor")).is_err(),
+            "never overwrites a key"
+        );
     }
 }

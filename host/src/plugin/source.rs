@@ -200,8 +200,7 @@ pub async fn resolve_source_within(
             Ok((bytes, source.to_string()))
         }
         SourceKind::Oci => {
-            let pulled =
-                super::oci::pull(name, source, spec.allow_insecure_http, limits).await?;
+            let pulled = super::oci::pull(name, source, spec.allow_insecure_http, limits).await?;
             Ok((pulled.wasm, source.to_string()))
         }
         SourceKind::OtherScheme(_) => unreachable!("refused by pinning_problems"),
