@@ -1,5 +1,5 @@
 //! Embeds the first-party plugin components found in `host/builtin/*.wasm` into the `dax`
-//! binary, so `cargo run` works without any wasm toolchain. `dax plugin build --embed`
+//! binary, so `cargo run` works without any wasm toolchain. `dax plugin build --all --embed`
 //! refreshes those files from the sources under `plugins/`.
 
 use std::fmt::Write as _;
@@ -18,7 +18,7 @@ fn main() {
     entries.sort();
     if entries.is_empty() {
         println!(
-            "cargo:warning=no embedded plugins: {} holds no *.wasm (run `dax plugin build --embed`)",
+            "cargo:warning=no embedded plugins: {} holds no *.wasm (run `dax plugin build --all --embed`)",
             dir.display()
         );
     }

@@ -574,7 +574,7 @@ async fn a_stalled_download_stops_at_the_time_bound() {
 
 fn plugin_build(args: &[&str]) -> (i32, String) {
     let out = Command::new(dax_bin())
-        .args(["plugin", "build"])
+        .args(["plugin", "build", "--all"])
         .args(args)
         .current_dir(dax_tests::repo_root())
         .output()

@@ -11,6 +11,7 @@ root=$(pwd)
 
 # Build caches live outside the clone so a second run on the same machine is incremental.
 cache="${DAX_BUILD_CACHE:-$HOME/.cache/dax-build}"
+export DAX_BUILD_CACHE="$cache"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
@@ -22,6 +23,8 @@ for pkg in rustc-web cargo-web rust-web-src lld-19 wasi-libc prometheus docker-r
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)
+# `python3 -m venv` (componentize-py's venv for Python plugins) needs ensurepip on Debian.
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -34,6 +37,16 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 echo "ok"
+
+step "plugin authoring toolchains (componentize-py from PyPI into \$DAX_BUILD_CACHE)"
+# The version `dax plugin build` pins (COMPONENTIZE_PY_VERSION in host/src/authoring/build.rs);
+# JavaScript projects install componentize-js from npm with their own lockfile.
+cpy_version=$(sed -n 's/^pub const COMPONENTIZE_PY_VERSION: &str = "\(.*\)";/\1/p' host/src/authoring/build.rs)
+if ! "$cache/componentize-py/bin/componentize-py" --version 2>/dev/null | grep -q "$cpy_version"; then
+  python3 -m venv "$cache/componentize-py"
+  "$cache/componentize-py/bin/pip" install --quiet "componentize-py==$cpy_version"
+fi
+"$cache/componentize-py/bin/componentize-py" --version
 
 step "formatting"
 cargo fmt --all -- --check
@@ -52,10 +65,10 @@ step "build dax"
 cargo build -p dax --quiet
 
 step "build every plugin from source (Rust + JavaScript)"
-"$CARGO_TARGET_DIR/debug/dax" plugin build
+"$CARGO_TARGET_DIR/debug/dax" plugin build --all
 
 step "embedded plugins match the current sources"
-"$CARGO_TARGET_DIR/debug/dax" plugin build --check
+"$CARGO_TARGET_DIR/debug/dax" plugin build --all --check
 
 step "plugin crates' own unit and property tests"
 # Only first-party plugins carry native unit tests; example and test plugins are

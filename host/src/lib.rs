@@ -2,7 +2,8 @@
 //!
 //! Modules mirror the architecture (see `ARCHITECTURE.md` in the design docs):
 //! - [`contract`]: the plugin roles as Rust types and traits (mirrors `wit/`);
-//! - [`plugin`]: loading, caching and sandboxing Wasm plugins, and building them;
+//! - [`plugin`]: loading, caching and sandboxing Wasm plugins;
+//! - [`authoring`]: developer tooling for plugin authors (`dax plugin build/new/test`);
 //! - [`config`]: the deployment TOML, interpolation and `dax validate`;
 //! - [`engine`]: the deployment loop, analysis, hooks, notifications;
 //! - [`state`]: the durable per-deployment journal;
@@ -11,6 +12,7 @@
 //! - [`local`]: the embedded `local` target (processes + weighted proxy + metrics);
 //! - [`cli`]: the `dax` command line.
 
+pub mod authoring;
 pub mod cli;
 pub mod config;
 pub mod contract;

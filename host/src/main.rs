@@ -2,6 +2,11 @@
 
 use std::io::Write;
 
+/// mimalloc: glibc malloc spent about a third of the CPU of 10,000 concurrent deployments in
+/// free-list upkeep (BENCHMARKS.md, engine concurrency); the figures there are measured with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs go to stderr through the secret redactor, so no interpolated secret reaches them.
 struct RedactingStderr;
 

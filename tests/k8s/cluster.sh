@@ -162,7 +162,11 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=Node,RBAC --allow-privileged=true \
     --enable-priority-and-fairness=false --profiling=false
-  # Both retry until the API server answers.
+  local k=("$bin/kubectl" --kubeconfig="$kc")
+  until_ok 60 "the API server's /readyz" "${k[@]}" get --raw=/readyz
+  local ready_at=$EPOCHREALTIME
+  # Only once the API server is ready: the controller-manager exits at once when it cannot read
+  # the extension-apiserver-authentication ConfigMap (seen on a loaded machine).
   launch kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$kc" \
     --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$kcm_port" --leader-elect=false --profiling=false \
@@ -172,10 +176,6 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
   launch kube-scheduler "$bin/kube-scheduler" --kubeconfig="$kc" \
     --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
-
-  local k=("$bin/kubectl" --kubeconfig="$kc")
-  until_ok 60 "the API server's /readyz" "${k[@]}" get --raw=/readyz
-  local ready_at=$EPOCHREALTIME
 
   # kwok plays the kubelet of every Node annotated kwok.x-k8s.io/node=fake. Its heartbeat is
   # the Node's status every 20-45 s, no Lease (see build.sh); the controller-manager's grace

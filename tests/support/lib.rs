@@ -26,16 +26,17 @@ pub fn built_plugins() -> &'static BTreeMap<String, PathBuf> {
     static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
         let _guard = build_lock();
-        let mut options = dax::plugin::build::BuildOptions::for_repo(repo_root());
+        let mut options = dax::authoring::build::BuildOptions::for_repo(repo_root());
         // JS plugins are slow to build; tests that need them ask with `js_plugin()`.
         options.javascript = false;
         // Narrow the build while iterating, e.g. DAX_TEST_PLUGIN_WORKSPACES=tests/plugins.
         if let Ok(list) = std::env::var("DAX_TEST_PLUGIN_WORKSPACES") {
             options.workspaces = list.split(',').map(str::to_string).collect();
         }
-        let built =
-            dax::plugin::build::build_all(&options, &mut |line| eprintln!("[plugin build] {line}"))
-                .unwrap_or_else(|e| panic!("building the test plugins failed: {e:#}"));
+        let built = dax::authoring::build::build_all(&options, &mut |line| {
+            eprintln!("[plugin build] {line}")
+        })
+        .unwrap_or_else(|e| panic!("building the test plugins failed: {e:#}"));
         built.into_iter().map(|p| (p.name, p.path)).collect()
     })
 }
@@ -62,10 +63,10 @@ pub fn js_plugin(name: &str) -> PathBuf {
         return p.clone();
     }
     let _guard = build_lock();
-    let mut options = dax::plugin::build::BuildOptions::for_repo(repo_root());
+    let mut options = dax::authoring::build::BuildOptions::for_repo(repo_root());
     options.only = vec![name.to_string()];
     let built =
-        dax::plugin::build::build_all(&options, &mut |line| eprintln!("[plugin build] {line}"))
+        dax::authoring::build::build_all(&options, &mut |line| eprintln!("[plugin build] {line}"))
             .unwrap_or_else(|e| panic!("building the JS plugin {name} failed: {e:#}"));
     let path = built
         .into_iter()

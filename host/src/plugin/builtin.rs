@@ -1,8 +1,8 @@
 //! First-party plugins embedded in the binary (`builtin:NAME` sources).
 //!
-//! The bytes come from `host/builtin/*.wasm`, written by `dax plugin build --embed` from the
+//! The bytes come from `host/builtin/*.wasm`, written by `dax plugin build --all --embed` from the
 //! sources under `plugins/`; `host/builtin/SOURCES` records the sha256 of those sources so
-//! CI can prove the embedded artifacts are current (`dax plugin build --check`).
+//! CI can prove the embedded artifacts are current (`dax plugin build --all --check`).
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 

@@ -13,7 +13,6 @@
 //! ```
 
 pub mod bindings;
-pub mod build;
 pub mod builtin;
 pub mod cache;
 pub mod capabilities;

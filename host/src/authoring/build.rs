@@ -1,4 +1,6 @@
-//! `dax plugin build`: compile every plugin crate in the repository into a Wasm component.
+//! `dax plugin build`: compile plugin projects into Wasm components: one project wherever
+//! it lives (`dax plugin build [PATH]`: Rust, JavaScript or Python), or every plugin of
+//! this repository (`dax plugin build --all`, with `--embed`/`--check` for the builtins).
 //!
 //! Toolchain choice, in order:
 //! 1. rustup with the `wasm32-wasip2` target installed: `cargo build --target wasm32-wasip2`
@@ -206,29 +208,11 @@ pub fn build_all(
             wanted.len()
         ));
         for (package, lib_name) in wanted {
-            // One package per invocation: cargo would otherwise unify the SDK's role features.
-            cargo_build(dir, &target_dir, &toolchain, package)?;
-            let triple = match toolchain {
-                Toolchain::RustupWasip2 => "wasm32-wasip2",
-                Toolchain::DebianWasip1 => "wasm32-wasip1",
-            };
-            let artifact = target_dir
-                .join(triple)
-                .join("release")
-                .join(format!("{lib_name}.wasm"));
-            let bytes = std::fs::read(&artifact)
-                .with_context(|| format!("reading {}", artifact.display()))?;
-            let component = componentize(&bytes)
-                .with_context(|| format!("turning {package} into a component"))?;
             let path = options.out_dir.join(format!("{package}.wasm"));
-            std::fs::write(&path, &component)?;
-            built.push(BuiltPlugin {
-                name: package.clone(),
-                workspace: workspace.to_string(),
-                sha256: hex::encode(Sha256::digest(&component)),
-                bytes: component.len(),
-                path,
-            });
+            let mut plugin =
+                build_rust_package(dir, &target_dir, &toolchain, package, lib_name, &path)?;
+            plugin.workspace = workspace.to_string();
+            built.push(plugin);
         }
     }
     if options.javascript {
@@ -344,40 +328,11 @@ fn cdylib_packages(
     workspace: &Path,
     toolchain: &Toolchain,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let output = cargo_command(toolchain)
-        .current_dir(workspace)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .output()
-        .with_context(|| format!("running cargo metadata in {}", workspace.display()))?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed in {}: {}",
-            workspace.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let mut out = Vec::new();
-    for package in metadata["packages"].as_array().into_iter().flatten() {
-        for target in package["targets"].as_array().into_iter().flatten() {
-            let kinds = target["crate_types"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if kinds.iter().any(|k| k == "cdylib") {
-                let name = package["name"].as_str().unwrap_or_default().to_string();
-                out.push((
-                    name,
-                    target["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .replace('-', "_"),
-                ));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    let metadata = cargo_metadata(workspace, toolchain)?;
+    Ok(cdylibs_of(&metadata)
+        .into_iter()
+        .map(|p| (p.name, p.lib_name))
+        .collect())
 }
 
 fn cargo_command(toolchain: &Toolchain) -> Command {
@@ -401,6 +356,53 @@ fn cargo_command(toolchain: &Toolchain) -> Command {
         cmd.env("RUSTC", "/usr/bin/rustc");
     }
     cmd
+}
+
+/// Build one cdylib package of the cargo workspace at `workspace` and write its component
+/// to `out`.
+fn build_rust_package(
+    workspace: &Path,
+    target_dir: &Path,
+    toolchain: &Toolchain,
+    package: &str,
+    lib_name: &str,
+    out: &Path,
+) -> anyhow::Result<BuiltPlugin> {
+    // One package per invocation: cargo would otherwise unify the SDK's role features.
+    cargo_build(workspace, target_dir, toolchain, package)?;
+    let triple = match toolchain {
+        Toolchain::RustupWasip2 => "wasm32-wasip2",
+        Toolchain::DebianWasip1 => "wasm32-wasip1",
+    };
+    let artifact = target_dir
+        .join(triple)
+        .join("release")
+        .join(format!("{lib_name}.wasm"));
+    let bytes =
+        std::fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
+    let component =
+        componentize(&bytes).with_context(|| format!("turning {package} into a component"))?;
+    write_component(package, workspace, out, component)
+}
+
+/// Write a component to `out` (creating its folder) and describe it.
+fn write_component(
+    name: &str,
+    project: &Path,
+    out: &Path,
+    component: Vec<u8>,
+) -> anyhow::Result<BuiltPlugin> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, &component).with_context(|| format!("writing {}", out.display()))?;
+    Ok(BuiltPlugin {
+        name: name.to_string(),
+        workspace: project.display().to_string(),
+        sha256: hex::encode(Sha256::digest(&component)),
+        bytes: component.len(),
+        path: out.to_path_buf(),
+    })
 }
 
 fn cargo_build(
@@ -508,42 +510,60 @@ fn build_javascript(
         if !options.only.is_empty() && !options.only.contains(&name) {
             continue;
         }
-        if Command::new("npm").arg("--version").output().is_err() {
+        if !npm_present() {
             log(&format!("skipping {name}: npm is not installed (install Node.js to build JavaScript plugins)"));
             continue;
         }
-        log(&format!(
-            "building JavaScript plugin {name} (componentize-js)"
-        ));
         let out = options.out_dir.join(format!("{name}.wasm"));
-        let npm = |args: &[&str]| -> anyhow::Result<()> {
-            let status = Command::new("npm")
-                .args(args)
-                .current_dir(&dir)
-                .env("DAX_PLUGIN_OUT", &out)
-                .status()?;
-            if !status.success() {
-                bail!("`npm {}` failed in {}", args.join(" "), dir.display());
-            }
-            Ok(())
-        };
-        if !dir.join("node_modules").is_dir() {
-            // `npm install` follows the committed lockfile; `npm ci` refuses it when the
-            // lockfile lacks other platforms' optional binaries, as npm 11 writes it here.
-            npm(&["install", "--no-audit", "--no-fund"])?;
-        }
-        npm(&["run", "build"])?;
-        let component = std::fs::read(&out)
-            .with_context(|| format!("{} did not produce {}", name, out.display()))?;
-        built.push(BuiltPlugin {
-            name,
-            workspace: "examples/plugins".into(),
-            sha256: hex::encode(Sha256::digest(&component)),
-            bytes: component.len(),
-            path: out,
-        });
+        let mut plugin = build_javascript_project(&dir, &name, &out, log)?;
+        plugin.workspace = "examples/plugins".into();
+        built.push(plugin);
     }
     Ok(built)
+}
+
+fn npm_present() -> bool {
+    Command::new("npm").arg("--version").output().is_ok()
+}
+
+/// Build one JavaScript plugin project: `npm install` once, then `npm run build` with
+/// `DAX_PLUGIN_OUT` naming the component to write (the project's build script runs
+/// componentize-js).
+fn build_javascript_project(
+    dir: &Path,
+    name: &str,
+    out: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<BuiltPlugin> {
+    log(&format!(
+        "building JavaScript plugin {name} (componentize-js)"
+    ));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let npm = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("npm")
+            .args(args)
+            .current_dir(dir)
+            .env("DAX_PLUGIN_OUT", out)
+            // Build chatter goes to stderr: stdout is the command's answer (`--output json`).
+            .stdout(std::io::stderr())
+            .status()
+            .with_context(|| format!("running npm in {} (is Node.js installed?)", dir.display()))?;
+        if !status.success() {
+            bail!("`npm {}` failed in {}", args.join(" "), dir.display());
+        }
+        Ok(())
+    };
+    if !dir.join("node_modules").is_dir() {
+        // `npm install` follows the committed lockfile; `npm ci` refuses it when the
+        // lockfile lacks other platforms' optional binaries, as npm 11 writes it here.
+        npm(&["install", "--no-audit", "--no-fund"])?;
+    }
+    npm(&["run", "build"])?;
+    let component = std::fs::read(out)
+        .with_context(|| format!("{name}'s `npm run build` did not write {}", out.display()))?;
+    write_component(name, dir, out, component)
 }
 
 /// sha256 over every input of the first-party plugins: the WIT, the SDK and `plugins/`.
@@ -593,7 +613,7 @@ fn embed(
     let dir = options.repo_root.join(EMBED_DIR);
     std::fs::create_dir_all(&dir)?;
     let mut manifest = format!(
-        "# Written by `dax plugin build --embed`. `dax plugin build --check` fails when these no longer\n\
+        "# Written by `dax plugin build --all --embed`. `dax plugin build --all --check` fails when these no longer\n\
          # match the sources. sources-sha256 covers wit/, sdk/ and plugins/.\nsources-sha256 {}\ntoolchain {}\n",
         source_hash(&options.repo_root)?,
         toolchain_name(&choose_toolchain(log)?)
@@ -637,7 +657,7 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
     let dir = repo_root.join(EMBED_DIR);
     let manifest = std::fs::read_to_string(dir.join(SOURCES_FILE)).with_context(|| {
         format!(
-            "{}/{SOURCES_FILE} is missing; run `dax plugin build --embed`",
+            "{}/{SOURCES_FILE} is missing; run `dax plugin build --all --embed`",
             EMBED_DIR
         )
     })?;
@@ -689,4 +709,346 @@ pub fn check_embedded(repo_root: &Path, rebuilt: &[BuiltPlugin]) -> anyhow::Resu
         }
     }
     Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------
+// One plugin project, wherever it lives: `dax plugin build [PATH]`.
+// ---------------------------------------------------------------------------------------
+
+/// The language of a plugin project, told by the file at its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectKind {
+    /// `Cargo.toml`: a cdylib crate (or a workspace of them) using `dax-sdk`.
+    Rust,
+    /// `package.json` whose `build` script runs componentize-js.
+    JavaScript,
+    /// `pyproject.toml` with a `[tool.dax]` table, built with componentize-py.
+    Python,
+}
+
+/// The pinned componentize-py that `dax plugin build` installs into the build cache.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// Where developer tools and build outputs are cached: `$DAX_BUILD_CACHE`, else
+/// `~/.cache/dax-build` (the platform's cache directory).
+pub fn build_cache_dir() -> PathBuf {
+    std::env::var_os("DAX_BUILD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("dax-build")))
+        .unwrap_or_else(|| std::env::temp_dir().join("dax-build"))
+}
+
+/// Tell which kind of plugin project `dir` is, or say why it is none.
+pub fn detect_project(dir: &Path) -> anyhow::Result<ProjectKind> {
+    if !dir.is_dir() {
+        bail!("`{}` is not a directory: pass the folder of a plugin project (`dax plugin new` makes one)", dir.display());
+    }
+    if dir.join("Cargo.toml").is_file() {
+        return Ok(ProjectKind::Rust);
+    }
+    if dir.join("package.json").is_file() {
+        return Ok(ProjectKind::JavaScript);
+    }
+    if dir.join("pyproject.toml").is_file() {
+        return Ok(ProjectKind::Python);
+    }
+    bail!(
+        "`{}` is not a plugin project: it has no Cargo.toml (Rust), package.json (JavaScript) or \
+         pyproject.toml (Python); create one with `dax plugin new NAME --role ROLE --lang rust|js|python`",
+        dir.display()
+    )
+}
+
+/// Build the plugin project at `dir` (any language) into `out_dir` (default `dir/dist`).
+/// `only` narrows a Rust workspace to some packages; an unknown name is an error.
+pub fn build_project(
+    dir: &Path,
+    only: &[String],
+    out_dir: Option<&Path>,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<BuiltPlugin>> {
+    let kind = detect_project(dir)?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let out_dir = out_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("dist"));
+    if kind != ProjectKind::Rust && !only.is_empty() {
+        bail!(
+            "-p {} selects packages of a Rust workspace, but `{}` is a {kind:?} project (one plugin); drop -p",
+            only.join(" -p "),
+            dir.display()
+        );
+    }
+    match kind {
+        ProjectKind::Rust => build_rust_project(&dir, only, &out_dir, log),
+        ProjectKind::JavaScript => {
+            let name = package_json_name(&dir)?;
+            if !npm_present() {
+                bail!("`{}` is a JavaScript plugin and npm is not installed: install Node.js (20 or newer) and npm", dir.display());
+            }
+            let out = out_dir.join(format!("{name}.wasm"));
+            Ok(vec![build_javascript_project(&dir, &name, &out, log)?])
+        }
+        ProjectKind::Python => Ok(vec![build_python_project(&dir, &out_dir, log)?]),
+    }
+}
+
+fn build_rust_project(
+    dir: &Path,
+    only: &[String],
+    out_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<BuiltPlugin>> {
+    let toolchain = choose_toolchain(log)?;
+    log(&format!("toolchain: {}", toolchain_name(&toolchain)));
+    let metadata = cargo_metadata(dir, &toolchain)?;
+    // The crate at `dir` itself, or every member when `dir` is a workspace without a package.
+    let own_manifest = dir.join("Cargo.toml");
+    let all = cdylibs_of(&metadata);
+    let here: Vec<_> = all
+        .iter()
+        .filter(|p| Path::new(&p.manifest_path) == own_manifest)
+        .cloned()
+        .collect();
+    let is_package = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["manifest_path"].as_str().map(Path::new) == Some(own_manifest.as_path()));
+    let candidates = if is_package { here } else { all };
+    if candidates.is_empty() {
+        bail!(
+            "`{}` is a Rust project without a plugin crate: a plugin needs `[lib] crate-type = [\"cdylib\"]` \
+             and a `dax-sdk` dependency (`dax plugin new NAME --lang rust` shows one)",
+            dir.display()
+        );
+    }
+    for name in only {
+        if !candidates.iter().any(|p| &p.name == name) {
+            bail!(
+                "no plugin package named `{name}` in {}; the plugins there are: {}",
+                dir.display(),
+                candidates
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let target_dir = PathBuf::from(
+        metadata["target_directory"]
+            .as_str()
+            .context("cargo metadata gave no target_directory")?,
+    )
+    .join("wasm");
+    let mut built = Vec::new();
+    for package in candidates
+        .iter()
+        .filter(|p| only.is_empty() || only.contains(&p.name))
+    {
+        log(&format!("building Rust plugin {}", package.name));
+        let out = out_dir.join(format!("{}.wasm", package.name));
+        built.push(build_rust_package(
+            dir,
+            &target_dir,
+            &toolchain,
+            &package.name,
+            &package.lib_name,
+            &out,
+        )?);
+    }
+    Ok(built)
+}
+
+#[derive(Debug, Clone)]
+struct CdylibPackage {
+    name: String,
+    lib_name: String,
+    manifest_path: String,
+}
+
+fn cargo_metadata(dir: &Path, toolchain: &Toolchain) -> anyhow::Result<serde_json::Value> {
+    let output = cargo_command(toolchain)
+        .current_dir(dir)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .with_context(|| format!("running cargo metadata in {}", dir.display()))?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn cdylibs_of(metadata: &serde_json::Value) -> Vec<CdylibPackage> {
+    let mut out = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let is_cdylib = target["crate_types"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+            if is_cdylib {
+                out.push(CdylibPackage {
+                    name: package["name"].as_str().unwrap_or_default().to_string(),
+                    lib_name: target["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace('-', "_"),
+                    manifest_path: package["manifest_path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn package_json_name(dir: &Path) -> anyhow::Result<String> {
+    let file = dir.join("package.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
+        .with_context(|| format!("{} is not valid JSON", file.display()))?;
+    let name = json["name"]
+        .as_str()
+        .with_context(|| format!("{} has no \"name\"", file.display()))?;
+    if json["scripts"]["build"].as_str().is_none() {
+        bail!(
+            "{} has no \"build\" script: a JavaScript plugin's `npm run build` must write the component \
+             to $DAX_PLUGIN_OUT (`dax plugin new NAME --lang js` shows one)",
+            file.display()
+        );
+    }
+    Ok(name.rsplit('/').next().unwrap_or(name).to_string())
+}
+
+/// `[tool.dax]` of a Python plugin's pyproject.toml.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PythonPluginSettings {
+    /// The world it implements, e.g. `scanner-plugin` (in package `dax:plugin`).
+    world: String,
+    /// The module implementing it (default `app`).
+    #[serde(default = "default_python_module")]
+    module: String,
+    /// The WIT folder, relative to the project (default `wit`).
+    #[serde(default = "default_wit_dir")]
+    wit: String,
+}
+
+fn default_python_module() -> String {
+    "app".into()
+}
+fn default_wit_dir() -> String {
+    "wit".into()
+}
+
+fn build_python_project(
+    dir: &Path,
+    out_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<BuiltPlugin> {
+    let file = dir.join("pyproject.toml");
+    let pyproject: toml::Table = toml::from_str(&std::fs::read_to_string(&file)?)
+        .with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let name = pyproject
+        .get("project")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .with_context(|| format!("{} has no [project] name", file.display()))?
+        .to_string();
+    let settings: PythonPluginSettings = pyproject
+        .get("tool")
+        .and_then(|t| t.get("dax"))
+        .with_context(|| {
+            format!(
+                "{} has no [tool.dax] table: a Python plugin names its world there, e.g. \
+                 `[tool.dax] world = \"scanner-plugin\"` (`dax plugin new NAME --lang python` shows one)",
+                file.display()
+            )
+        })?
+        .clone()
+        .try_into()
+        .with_context(|| format!("{} [tool.dax]", file.display()))?;
+    let componentize_py = componentize_py(log)?;
+    log(&format!(
+        "building Python plugin {name} (componentize-py {COMPONENTIZE_PY_VERSION})"
+    ));
+    std::fs::create_dir_all(out_dir)?;
+    let out = out_dir.join(format!("{name}.wasm"));
+    let world = if settings.world.contains('/') {
+        settings.world.clone()
+    } else {
+        format!("dax:plugin/{}", settings.world)
+    };
+    let status = Command::new(&componentize_py)
+        .current_dir(dir)
+        .args(["--quiet", "-d", &settings.wit, "-w", &world, "componentize"])
+        // No WASI at all: the plugin imports only the dax:host interfaces (deny by default).
+        .arg("--stub-wasi")
+        .args([&settings.module, "-p", ".", "-o"])
+        .arg(&out)
+        .env_remove("VIRTUAL_ENV")
+        .stdout(std::io::stderr())
+        .status()
+        .with_context(|| format!("running {}", componentize_py.display()))?;
+    if !status.success() {
+        bail!(
+            "componentize-py failed for {} (see its output above)",
+            dir.display()
+        );
+    }
+    let component = std::fs::read(&out)?;
+    write_component(&name, dir, &out, component)
+}
+
+/// componentize-py: `$DAX_COMPONENTIZE_PY`, else the pinned one in the build cache,
+/// installed there with pip on first use (from PyPI, in its own venv).
+pub fn componentize_py(log: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("DAX_COMPONENTIZE_PY") {
+        return Ok(PathBuf::from(path));
+    }
+    let venv = build_cache_dir().join("componentize-py");
+    let bin = venv.join("bin").join("componentize-py");
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY_VERSION));
+    if installed {
+        return Ok(bin);
+    }
+    log(&format!(
+        "installing componentize-py {COMPONENTIZE_PY_VERSION} into {} (once)",
+        venv.display()
+    ));
+    let run = |cmd: &mut Command, what: &str| -> anyhow::Result<()> {
+        let status = cmd
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("{what} (is python3 installed?)"))?;
+        if !status.success() {
+            bail!("{what} failed; install it by hand with `python3 -m venv {0} && {0}/bin/pip install componentize-py=={COMPONENTIZE_PY_VERSION}` or set DAX_COMPONENTIZE_PY", venv.display());
+        }
+        Ok(())
+    };
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "creating a Python venv for componentize-py",
+    )?;
+    run(
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            &format!("componentize-py=={COMPONENTIZE_PY_VERSION}"),
+        ]),
+        "installing componentize-py",
+    )?;
+    Ok(bin)
 }
