@@ -397,7 +397,7 @@ mod tests {
         let digest = "ab".repeat(32);
         let sig = serde_json::to_vec(&sign(&digest, &secret).unwrap()).unwrap();
         assert!(matches!(
-            verdict(&digest, &[sig.clone()], &trusted),
+            verdict(&digest, std::slice::from_ref(&sig), &trusted),
             Verdict::SignedBy(_)
         ));
         // Another digest: the same signature does not verify.
