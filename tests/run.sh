@@ -19,7 +19,7 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 
 step "system packages"
 need=()
-for pkg in rustc-web cargo-web rust-web-src lld-19 wasi-libc prometheus; do
+for pkg in rustc-web cargo-web rust-web-src lld-19 wasi-libc prometheus docker-registry; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)

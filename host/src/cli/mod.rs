@@ -26,6 +26,7 @@
 pub mod gate;
 pub mod output;
 pub mod plugin;
+pub mod plugin_oci;
 
 use output::{errln, outln};
 

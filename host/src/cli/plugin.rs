@@ -82,7 +82,13 @@ pub enum PluginCommand {
         /// Allow a plain http:// URL, like `allow_insecure_http = true` in TOML.
         #[arg(long)]
         allow_insecure_http: bool,
+        /// Public keys to check the plugin's signatures against (`dax plugin keygen`).
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
     },
+    /// push, pull, keygen, sign, verify.
+    #[command(flatten)]
+    Distribution(super::plugin_oci::DistributionCommand),
 }
 
 /// A plugin role on the command line.
@@ -315,10 +321,12 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        PluginCommand::Distribution(cmd) => super::plugin_oci::run(cmd, json).await,
         PluginCommand::Inspect {
             source,
             sha256,
             allow_insecure_http,
+            keys,
         } => {
             let host = PluginHost::new(HostOptions::default())?;
             let mut spec = spec_for(&source, sha256);
@@ -327,6 +335,22 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                 .load_for_inspection("inspected", &spec, &std::env::current_dir()?)
                 .await?;
             let info = plugin.info();
+            let signature = if matches!(
+                crate::plugin::source::SourceKind::of(&source),
+                crate::plugin::source::SourceKind::Builtin(_)
+            ) {
+                "builtin (ships inside this binary)".to_string()
+            } else {
+                super::plugin_oci::verdict_for(
+                    &source,
+                    Some(plugin.digest().to_string()),
+                    allow_insecure_http,
+                    &keys,
+                )
+                .await
+                .map(|v| v.describe())
+                .unwrap_or_else(|e| format!("not checked: {e:#}"))
+            };
             if json {
                 println!(
                     "{}",
@@ -334,6 +358,7 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                         "source": source, "sha256": plugin.digest(), "info": info,
                         "contract": format!("dax:plugin@{}", crate::plugin::CONTRACT_VERSION),
                         "capabilities": plugin.capabilities(),
+                        "signature": signature,
                     }))?
                 );
             } else {
@@ -343,6 +368,7 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                 println!("version      {}", info.version);
                 println!("role         {}", info.role);
                 println!("description  {}", info.description);
+                println!("signature    {signature}");
                 println!("config       {}", info.config_schema);
                 println!(
                     "capabilities {}",

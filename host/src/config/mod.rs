@@ -36,6 +36,8 @@ pub struct DeploymentConfig {
     pub gate: Option<serde_json::Value>,
     pub notifications: Vec<Notification>,
     pub plugins: BTreeMap<String, PluginSpec>,
+    /// The `[trust]` table: which plugin signatures are required (see `plugin::signature`).
+    pub trust: crate::plugin::signature::TrustPolicy,
 }
 
 /// What to do when an analysis has no failed check but some check had no data or errored.
@@ -321,7 +323,7 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
     let root_table = root.get_mut();
     index_and_interpolate_table(root_table, "", base_dir, &mut spans, &mut problems);
 
-    const SECTIONS: [&str; 8] = [
+    const SECTIONS: [&str; 9] = [
         "deployment",
         "target",
         "strategy",
@@ -330,6 +332,7 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         "gate",
         "notifications",
         "plugins",
+        "trust",
     ];
     for (key, _) in root_table.iter() {
         if !SECTIONS.contains(&key.get_ref().as_ref()) {
@@ -375,6 +378,14 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
             }
         }
     });
+    let trust = take("trust")
+        .and_then(|v| {
+            de_value::<crate::plugin::signature::TrustPolicy>(v, "trust", &spans, &mut problems)
+        })
+        .unwrap_or_default();
+    for (field, message, help) in trust.problems(base_dir) {
+        problems.push(spans.problem(&field, message, help));
+    }
     let mut plugins = BTreeMap::new();
     // Names of every `[plugins.NAME]` table, even those with problems, so a reference to a
     // broken plugin is not reported as a reference to a missing one.
@@ -435,6 +446,7 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
         gate,
         notifications: notifications.into_iter().map(|(_, n)| n).collect(),
         plugins,
+        trust,
     };
     if problems.is_empty() {
         Ok(LoadedConfig {

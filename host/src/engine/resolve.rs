@@ -222,10 +222,20 @@ pub async fn validate(
     let mut plugins = BTreeMap::new();
     let results =
         futures::future::join_all(cfg.config.plugins.iter().map(|(name, spec)| async move {
-            (
-                name.clone(),
-                resolver.resolve(name, spec, &cfg.base_dir).await,
+            // The [trust] policy first: a refused plugin is never fetched or compiled, and
+            // an accepted one loads pinned to the digest that was signed.
+            let resolved = match crate::plugin::signature::enforce(
+                &cfg.config.trust,
+                name,
+                spec,
+                &cfg.base_dir,
             )
+            .await
+            {
+                Ok(spec) => resolver.resolve(name, &spec, &cfg.base_dir).await,
+                Err(refusal) => Err(anyhow::Error::new(refusal)),
+            };
+            (name.clone(), resolved)
         }))
         .await;
     for (name, result) in results {

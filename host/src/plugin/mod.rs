@@ -16,8 +16,10 @@ pub mod bindings;
 pub mod builtin;
 pub mod cache;
 pub mod capabilities;
+pub mod oci;
 mod roles;
 pub mod sandbox;
+pub mod signature;
 pub mod source;
 pub mod spec;
 

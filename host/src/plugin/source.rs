@@ -3,6 +3,9 @@
 //!
 //! - a URL source must pin `sha256` (checked by `dax validate` and before every download;
 //!   the digest itself is compared after loading, like every pin);
+//! - an `oci://` reference ([`super::oci`]) follows the same rules as a URL: pinned by the
+//!   sha256 of its `.wasm` layer, plain-http registries only with `allow_insecure_http`,
+//!   the same bounds;
 //! - plain `http://` is refused unless the plugin's table says `allow_insecure_http = true`,
 //!   and an `https://` download may not be redirected to `http://`;
 //! - a download is bounded in size ([`DownloadLimits::max_bytes`], 64 MiB) and in time
@@ -41,6 +44,8 @@ pub enum SourceKind<'a> {
     Https,
     /// `http://...`
     Http,
+    /// `oci://registry/repo:tag` or `oci://registry/repo@sha256:...` (see [`super::oci`]).
+    Oci,
     /// `SCHEME://...` for any other scheme (refused).
     OtherScheme(&'a str),
     /// A file path, relative to the deployment file's folder unless absolute.
@@ -55,6 +60,7 @@ impl<'a> SourceKind<'a> {
         match source.split_once("://") {
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => SourceKind::Https,
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => SourceKind::Http,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("oci") => SourceKind::Oci,
             // A scheme is letters, digits, `+`, `-`, `.` (RFC 3986); anything else with `://`
             // in it is an odd but possible file name.
             Some((scheme, _))
@@ -73,8 +79,9 @@ impl<'a> SourceKind<'a> {
         }
     }
 
+    /// Fetched over the network, so it must pin its digest.
     fn is_url(self) -> bool {
-        matches!(self, SourceKind::Https | SourceKind::Http)
+        matches!(self, SourceKind::Https | SourceKind::Http | SourceKind::Oci)
     }
 }
 
@@ -99,9 +106,18 @@ pub fn pinning_problems(name: &str, spec: &PluginSpec) -> Vec<PinningProblem> {
             message: format!(
                 "plugin `{name}`: `{scheme}://` sources are not supported (source `{source}`)"
             ),
-            help: "use `builtin:NAME`, a path to a .wasm file, or an https:// URL with a pinned `sha256`"
+            help: "use `builtin:NAME`, a path to a .wasm file, or an https:// URL or oci:// reference with a pinned `sha256`"
                 .into(),
         });
+    }
+    if kind == SourceKind::Oci {
+        if let Err(e) = super::oci::parse(name, source) {
+            problems.push(PinningProblem {
+                field: "source",
+                message: format!("{e:#}"),
+                help: "write `oci://REGISTRY/REPOSITORY:TAG` or `oci://REGISTRY/REPOSITORY@sha256:DIGEST`".into(),
+            });
+        }
     }
     if kind == SourceKind::Http && !spec.allow_insecure_http {
         problems.push(PinningProblem {
@@ -116,6 +132,16 @@ pub fn pinning_problems(name: &str, spec: &PluginSpec) -> Vec<PinningProblem> {
         });
     }
     match &spec.sha256 {
+        None if kind == SourceKind::Oci => problems.push(PinningProblem {
+            field: "sha256",
+            message: format!(
+                "plugin `{name}` is pulled from `{source}` but pins no `sha256`; dax runs a downloaded plugin only when its digest is pinned"
+            ),
+            help: format!(
+                "pull it once, review it, and add the digest of its .wasm to [plugins.{name}]: `sha256 = \"...\"` \
+                 (`dax plugin pull {source} -o plugin.wasm` prints it)"
+            ),
+        }),
         None if kind.is_url() => problems.push(PinningProblem {
             field: "sha256",
             message: format!(
@@ -173,6 +199,10 @@ pub async fn resolve_source_within(
             let bytes = download(name, source, spec.allow_insecure_http, limits).await?;
             Ok((bytes, source.to_string()))
         }
+        SourceKind::Oci => {
+            let pulled = super::oci::pull(name, source, spec.allow_insecure_http, limits).await?;
+            Ok((pulled.wasm, source.to_string()))
+        }
         SourceKind::OtherScheme(_) => unreachable!("refused by pinning_problems"),
         SourceKind::Path => {
             let path = if Path::new(source).is_absolute() {
@@ -209,7 +239,7 @@ fn resolve_builtin(name: &str, builtin: &str) -> anyhow::Result<(Vec<u8>, String
 }
 
 /// Download `url` within `limits`, streaming so memory never holds more than the bound.
-async fn download(
+pub(crate) async fn download(
     name: &str,
     url: &str,
     allow_insecure_http: bool,
@@ -282,7 +312,7 @@ fn redirect_policy(allow_insecure_http: bool) -> reqwest::redirect::Policy {
     })
 }
 
-fn format_bytes(n: u64) -> String {
+pub(crate) fn format_bytes(n: u64) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
