@@ -8,7 +8,7 @@
 //! | key | type | default | meaning |
 //! |---|---|---|---|
 //! | `region` | string | the host's AWS region | region of the metrics (must be in `grants.aws.regions`) |
-//! | `load_balancer` | string | – | the ALB of the built-in checks: ARN or dimension `app/NAME/ID` |
+//! | `load_balancer` | string | – | the ALB of the built-in checks: its ARN, one of its listeners' ARNs, or its dimension `app/NAME/ID` |
 //! | `candidate_target_group` | string | – | target group of the candidate (`slot = candidate`): ARN or `targetgroup/NAME/ID` |
 //! | `stable_target_group` | string | – | target group of the stable version (`slot = stable`, baseline comparisons) |
 //! | `duration_stat` | string | `"p99"` | statistic of `request-duration`, e.g. `"p95"`, `"Average"` |
@@ -45,7 +45,7 @@ mod guest {
     use dax_sdk::metric_provider::*;
     use std::collections::BTreeMap;
 
-    const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"properties":{"region":{"type":"string","description":"region of the metrics; default: the host's AWS region"},"load_balancer":{"type":"string","description":"the ALB of the built-in checks: ARN or app/NAME/ID"},"candidate_target_group":{"type":"string","description":"target group of the candidate: ARN or targetgroup/NAME/ID"},"stable_target_group":{"type":"string","description":"target group of the stable version: ARN or targetgroup/NAME/ID"},"duration_stat":{"type":"string","description":"statistic of request-duration (default p99)"}}}"#;
+    const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"properties":{"region":{"type":"string","description":"region of the metrics; default: the host's AWS region"},"load_balancer":{"type":"string","description":"the ALB of the built-in checks: its ARN, a listener ARN, or app/NAME/ID"},"candidate_target_group":{"type":"string","description":"target group of the candidate: ARN or targetgroup/NAME/ID"},"stable_target_group":{"type":"string","description":"target group of the stable version: ARN or targetgroup/NAME/ID"},"duration_stat":{"type":"string","description":"statistic of request-duration (default p99)"}}}"#;
 
     struct CloudWatch;
 

@@ -100,18 +100,25 @@ fn is_region(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// The `LoadBalancer` dimension (`app/NAME/ID`) of an ALB given as ARN or dimension.
+/// The `LoadBalancer` dimension (`app/NAME/ID`) of an ALB given as its ARN, the ARN of one of
+/// its listeners (`listener/app/NAME/ID/LISTENER-ID`, what the `ecs` plugin is configured
+/// with) or the dimension itself.
 pub fn load_balancer_dimension(value: &str) -> Result<String, String> {
     let v = value.trim();
-    let dim = match v.split_once(":loadbalancer/") {
-        Some((_, rest)) if v.starts_with("arn:") => rest,
+    let listener_lb;
+    let dim = match (v.split_once(":loadbalancer/"), v.split_once(":listener/")) {
+        (Some((_, rest)), _) if v.starts_with("arn:") => rest,
+        (_, Some((_, rest))) if v.starts_with("arn:") => {
+            listener_lb = rest.rsplit_once('/').map(|(lb, _)| lb).unwrap_or("").to_string();
+            &listener_lb
+        }
         _ => v,
     };
     if dim.starts_with("app/") && dim.split('/').count() == 3 && !dim.ends_with('/') {
         Ok(dim.to_string())
     } else {
         Err(format!(
-            "`{v}` is not an Application Load Balancer: give its ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/app/NAME/ID) or its CloudWatch dimension app/NAME/ID"
+            "`{v}` is not an Application Load Balancer: give its ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/app/NAME/ID), a listener's ARN or its CloudWatch dimension app/NAME/ID"
         ))
     }
 }

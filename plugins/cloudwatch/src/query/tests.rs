@@ -187,6 +187,21 @@ fn returned_values_are_scaled_and_missing_results_are_errors() {
 }
 
 #[test]
+fn load_balancers_are_read_from_arns_listeners_and_dimensions() {
+    for given in [
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/dax-web/0123456789abcdef",
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/dax-web/0123456789abcdef/fedcba9876543210",
+        "app/dax-web/0123456789abcdef",
+    ] {
+        assert_eq!(load_balancer_dimension(given).unwrap(), "app/dax-web/0123456789abcdef", "{given}");
+    }
+    for bad in ["arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/net/x/1", "app/x", "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/x"] {
+        assert!(load_balancer_dimension(bad).is_err(), "{bad}");
+    }
+    assert_eq!(target_group_dimension("arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/g/2").unwrap(), "targetgroup/g/2");
+}
+
+#[test]
 fn configs_are_checked_field_by_field() {
     assert!(config_problems("{}").is_empty());
     assert!(config_problems(r#"{"region":"eu-west-1","load_balancer":"app/web/1","candidate_target_group":"targetgroup/g/2","duration_stat":"p99.9"}"#).is_empty());
