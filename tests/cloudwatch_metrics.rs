@@ -79,9 +79,9 @@ fn grant(moto: &Moto, actions: &str) -> toml::Value {
     .unwrap()
 }
 
-async fn provider(host: &PluginHost, grant: Option<toml::Value>, config: Value) -> Arc<dyn MetricProvider> {
+async fn provider(host: &PluginHost, grant: toml::Value, config: Value) -> Arc<dyn MetricProvider> {
     let mut s = spec(&plugin_path("cloudwatch"));
-    s.grants.aws = grant.map(|g| g.try_into().expect("a valid aws grant"));
+    s.grants.aws = Some(grant.try_into().expect("a valid aws grant"));
     let plugin = host.load("cloudwatch", &s, Path::new(".")).await.expect("loading the cloudwatch plugin");
     plugin.metric_provider(config).await.expect("instantiating the cloudwatch plugin")
 }
@@ -126,7 +126,7 @@ async fn stats_math_and_builtins_read_back_what_was_written() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto);
     let (host, _cache) = fresh_host();
-    let p = provider(&host, Some(grant(&moto, "[\"cloudwatch:GetMetricData\"]")), config(FAULTY)).await;
+    let p = provider(&host, grant(&moto, "[\"cloudwatch:GetMetricData\"]"), config(FAULTY)).await;
 
     // Built-ins: 100 - 100 * 10/200 for the faulty target group ...
     assert_value(value(&p, "request-success-rate").await, 95.0);
@@ -174,8 +174,12 @@ async fn stats_math_and_builtins_read_back_what_was_written() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("Period 61 is not one CloudWatch takes (1, 5, 10, 30 or a multiple of 60 seconds)"), "{err}");
-    // Percentiles: moto 5.2 cannot compute them and answers HTTP 500 (retried by the host, then
-    // reported as unavailable); real CloudWatch answers them.
+    // Percentiles: moto 5.2 cannot compute them and answers HTTP 500, which the host retries
+    // until the grant's `timeout`, then reports as unavailable; real CloudWatch answers them.
+    // (The timeout must be under the plugin's 10s wall-clock limit, or the retries outlast the
+    // call and the plugin faults instead: the default grant timeout is 20s.)
+    let short = grant(&moto, "[\"cloudwatch:GetMetricData\"]\ntimeout = \"2s\"");
+    let p = provider(&host, short, config(FAULTY)).await;
     let err = p.run_query(&q("request-duration stat=p99", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
     assert!(err.contains("unavailable: cloudwatch:GetMetricData"), "{err}");
 }
@@ -186,13 +190,18 @@ async fn grants_without_get_metric_data_are_refused_naming_the_grant_to_add() {
     seed(&moto);
     let (host, _cache) = fresh_host();
 
-    let no_grant = provider(&host, None, config(FAULTY)).await;
-    let err = no_grant.run_query(&q("request-success-rate", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
-    assert!(err.contains("plugin `cloudwatch` has no AWS grant: add [plugins.cloudwatch.grants.aws]"), "{err}");
+    // Without any AWS grant the plugin does not even load: it imports dax:host/aws.
+    let err = host
+        .load("cloudwatch", &spec(&plugin_path("cloudwatch")), Path::new("."))
+        .await
+        .err()
+        .expect("the cloudwatch plugin loaded without an aws grant");
+    assert_eq!(err.field, "grants.aws", "{err:?}");
+    assert!(err.message.contains("dax:host/aws needs [plugins.cloudwatch.grants.aws]"), "{err:?}");
 
     // The endpoint's name (`monitoring`) is not IAM's service prefix (`cloudwatch`).
     for actions in ["[\"cloudwatch:ListMetrics\"]", "[\"monitoring:GetMetricData\"]"] {
-        let p = provider(&host, Some(grant(&moto, actions)), config(FAULTY)).await;
+        let p = provider(&host, grant(&moto, actions), config(FAULTY)).await;
         let err = p.run_query(&q("request-success-rate", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
         assert!(
             err.contains("invalid config: plugin `cloudwatch` may not call `cloudwatch:GetMetricData`: add \"cloudwatch:GetMetricData\" to grants.aws.actions of [plugins.cloudwatch]"),
@@ -201,12 +210,12 @@ async fn grants_without_get_metric_data_are_refused_naming_the_grant_to_add() {
     }
 
     // Another region than the grant's.
-    let p = provider(&host, Some(grant(&moto, "[\"cloudwatch:GetMetricData\"]")), json!({"region": "eu-west-1", "load_balancer": LB, "candidate_target_group": FAULTY})).await;
+    let p = provider(&host, grant(&moto, "[\"cloudwatch:GetMetricData\"]"), json!({"region": "eu-west-1", "load_balancer": LB, "candidate_target_group": FAULTY})).await;
     let err = p.run_query(&q("request-success-rate", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
     assert!(err.contains("add \"eu-west-1\" to grants.aws.regions of [plugins.cloudwatch]"), "{err}");
 
     // The same host keeps answering a granted plugin right after.
-    let p = provider(&host, Some(grant(&moto, "[\"cloudwatch:Get*\"]")), config(FAULTY)).await;
+    let p = provider(&host, grant(&moto, "[\"cloudwatch:Get*\"]"), config(FAULTY)).await;
     assert_value(value(&p, "request-success-rate").await, 95.0);
 }
 
@@ -296,4 +305,22 @@ async fn dax_deploy_rolls_back_on_cloudwatch_5xx_and_promotes_without() {
     assert!(out.contains("alb-success-rate") && out.contains("95"), "{out}");
     let (code, out) = dax_deploy(&moto, HEALTHY, dir.path());
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// The ECS example with CloudWatch checks is a valid deployment file.
+#[test]
+fn the_ecs_cloudwatch_example_validates() {
+    let example = dax_tests::repo_root().join("examples/ecs/canary-cloudwatch.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(dax_bin())
+        .args(["validate", example.to_str().unwrap()])
+        .env("DAX_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
