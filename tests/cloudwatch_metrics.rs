@@ -2,7 +2,8 @@
 //! the test writes datapoints with boto3's `PutMetricData` (signed, like any AWS client), then
 //! the real plugin in the real host reads them through `dax:host/aws` (`GetMetricData`, the
 //! Query protocol, signed by the host with the grant's profile), and finally `dax deploy` runs
-//! a canary of the local demo app whose analysis asks CloudWatch.
+//! a canary of the local demo app whose analysis asks CloudWatch (the engine `dax deploy` runs,
+//! in process).
 //!
 //! What moto 5.2 does not do (measured with this moto, see also the README's "CloudWatch
 //! metrics"):
@@ -20,13 +21,15 @@
 //!
 //! Skipped locally when the moto venv is missing; a failure under `CI=true`.
 
-use dax::contract::{MetricAnswer, MetricProvider, MetricQuery, QueryKind};
+use dax::config;
+use dax::contract::{FinalStatus, MetricAnswer, MetricProvider, MetricQuery, QueryKind};
+use dax::engine::{Engine, HostResolver, Report};
 use dax::plugin::PluginHost;
+use dax::state::StateDir;
 use dax_tests::moto::{Moto, REGION};
-use dax_tests::{dax_bin, demo_app, free_port, fresh_host, plugin_path, spec};
+use dax_tests::{demo_app, free_port, fresh_host, plugin_path, repo_root, spec};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 const LB: &str = "app/web/50dc6c495c0c9188";
@@ -221,7 +224,7 @@ async fn grants_without_get_metric_data_are_refused_naming_the_grant_to_add() {
 
 /// A canary of the local demo app (`builtin:local`) whose only check is the candidate target
 /// group's success rate from CloudWatch (`builtin:cloudwatch`, the embedded plugin). `@...@`
-/// are filled in by [`dax_deploy`].
+/// are filled in by [`deploy`].
 const DEPLOYMENT: &str = r#"
 [deployment]
 app = "demo"
@@ -274,7 +277,20 @@ profile = "moto"
 endpoint = "@ENDPOINT@"
 "#;
 
-fn dax_deploy(moto: &Moto, target_group: &str, dir: &Path) -> (Option<i32>, String) {
+/// An engine with its state in `dir`, sharing the other tests' component cache.
+fn engine(dir: &Path) -> Engine {
+    Engine::new(
+        StateDir::new(dir.join("state")),
+        Arc::new(HostResolver::new(dax::plugin::HostOptions {
+            cache_dir: repo_root().join("target/test-component-cache"),
+            ..Default::default()
+        })),
+    )
+}
+
+/// Run the deployment file (what `dax deploy` runs, in process) with the candidate's
+/// success rate read from `target_group`.
+async fn deploy(moto: &Moto, target_group: &str, dir: &Path) -> Report {
     let text = DEPLOYMENT
         .replace("@APP_PY@", &demo_app().display().to_string())
         .replace("@PROXY_PORT@", &free_port().to_string())
@@ -283,44 +299,30 @@ fn dax_deploy(moto: &Moto, target_group: &str, dir: &Path) -> (Option<i32>, Stri
         .replace("@ENDPOINT@", &moto.endpoint());
     let file = dir.join("deploy.toml");
     std::fs::write(&file, text).unwrap();
-    // The child inherits the test credentials file (profile `moto`) that Moto::start set up.
-    let out = Command::new(dax_bin())
-        .args(["deploy", file.to_str().unwrap(), "--no-progress", "--state-dir"])
-        .arg(dir.join("state"))
-        .current_dir(dir)
-        .env("DAX_CACHE_DIR", dir.join("cache"))
-        .output()
-        .unwrap();
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
+    let cfg = config::load_file(&file).unwrap_or_else(|p| panic!("config problems: {p:#?}"));
+    engine(dir).deploy(cfg, None, None).await.unwrap_or_else(|e| panic!("deploy failed: {e}"))
 }
 
-#[tokio::test]
-async fn dax_deploy_rolls_back_on_cloudwatch_5xx_and_promotes_without() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_rolls_back_on_cloudwatch_5xx_and_is_promoted_without() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto);
     let dir = tempfile::tempdir().unwrap();
-    let (code, out) = dax_deploy(&moto, FAULTY, dir.path());
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("alb-success-rate") && out.contains("95"), "{out}");
-    let (code, out) = dax_deploy(&moto, HEALTHY, dir.path());
-    assert_eq!(code, Some(0), "{out}");
+    let report = deploy(&moto, FAULTY, dir.path()).await;
+    let summary = report.summary.render();
+    assert_eq!(report.status, FinalStatus::RolledBack, "{summary}");
+    assert!(summary.contains("alb-success-rate") && summary.contains("95 < min 99"), "{summary}");
+    let report = deploy(&moto, HEALTHY, dir.path()).await;
+    assert_eq!(report.status, FinalStatus::Promoted, "{}", report.summary.render());
 }
 
-/// The ECS example with CloudWatch checks is a valid deployment file.
-#[test]
-fn the_ecs_cloudwatch_example_validates() {
-    let example = dax_tests::repo_root().join("examples/ecs/canary-cloudwatch.toml");
+/// The ECS example with CloudWatch checks is a valid deployment file (what `dax validate`
+/// checks: every plugin loads and accepts its config).
+#[tokio::test]
+async fn the_ecs_cloudwatch_example_validates() {
+    let example = repo_root().join("examples/ecs/canary-cloudwatch.toml");
+    let cfg = config::load_file(&example).unwrap_or_else(|p| panic!("config problems: {p:#?}"));
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(dax_bin())
-        .args(["validate", example.to_str().unwrap()])
-        .env("DAX_CACHE_DIR", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let problems = engine(dir.path()).validate(&cfg).await;
+    assert!(problems.is_empty(), "{problems:#?}");
 }
