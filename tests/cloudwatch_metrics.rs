@@ -34,7 +34,8 @@ use std::sync::Arc;
 
 const LB: &str = "app/web/50dc6c495c0c9188";
 /// A target group whose targets answer 10 of 200 requests with 5XX.
-const FAULTY: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-green/943f017f100becff";
+const FAULTY: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-green/943f017f100becff";
 /// A target group without 5XX (so, like a real ALB, without any 5XX datapoint).
 const HEALTHY: &str = "targetgroup/web-blue/6d0ecf831eec9f09";
 /// A target group that got no requests.
@@ -85,8 +86,14 @@ fn grant(moto: &Moto, actions: &str) -> toml::Value {
 async fn provider(host: &PluginHost, grant: toml::Value, config: Value) -> Arc<dyn MetricProvider> {
     let mut s = spec(&plugin_path("cloudwatch"));
     s.grants.aws = Some(grant.try_into().expect("a valid aws grant"));
-    let plugin = host.load("cloudwatch", &s, Path::new(".")).await.expect("loading the cloudwatch plugin");
-    plugin.metric_provider(config).await.expect("instantiating the cloudwatch plugin")
+    let plugin = host
+        .load("cloudwatch", &s, Path::new("."))
+        .await
+        .expect("loading the cloudwatch plugin");
+    plugin
+        .metric_provider(config)
+        .await
+        .expect("instantiating the cloudwatch plugin")
 }
 
 fn config(candidate: &str) -> Value {
@@ -105,7 +112,9 @@ fn q(text: &str, kind: QueryKind, slot: &str) -> MetricQuery {
 }
 
 async fn value(p: &Arc<dyn MetricProvider>, text: &str) -> MetricAnswer {
-    p.run_query(&q(text, QueryKind::Instant, "candidate")).await.unwrap_or_else(|e| panic!("`{text}`: {e}"))
+    p.run_query(&q(text, QueryKind::Instant, "candidate"))
+        .await
+        .unwrap_or_else(|e| panic!("`{text}`: {e}"))
 }
 
 #[track_caller]
@@ -129,13 +138,24 @@ async fn stats_math_and_builtins_read_back_what_was_written() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto);
     let (host, _cache) = fresh_host();
-    let p = provider(&host, grant(&moto, "[\"cloudwatch:GetMetricData\"]"), config(FAULTY)).await;
+    let p = provider(
+        &host,
+        grant(&moto, "[\"cloudwatch:GetMetricData\"]"),
+        config(FAULTY),
+    )
+    .await;
 
     // Built-ins: 100 - 100 * 10/200 for the faulty target group ...
     assert_value(value(&p, "request-success-rate").await, 95.0);
     // ... 100 for one without any 5XX datapoint (not no-data: the requests are there) ...
-    assert_value(value(&p, &format!("request-success-rate target_group={HEALTHY}")).await, 100.0);
-    let stable = p.run_query(&q("request-success-rate", QueryKind::Instant, "stable")).await.unwrap();
+    assert_value(
+        value(&p, &format!("request-success-rate target_group={HEALTHY}")).await,
+        100.0,
+    );
+    let stable = p
+        .run_query(&q("request-success-rate", QueryKind::Instant, "stable"))
+        .await
+        .unwrap();
     assert_value(stable, 100.0);
     // ... and no-data for one without requests.
     assert_no_data(
@@ -152,7 +172,11 @@ async fn stats_math_and_builtins_read_back_what_was_written() {
     assert_value(value(&p, aws_shape).await, 1.0);
     // ... and a metric without datapoints is no-data, never 0.
     assert_no_data(
-        value(&p, r#"{"Namespace":"Dax/Test","MetricName":"Nothing","Stat":"Sum"}"#).await,
+        value(
+            &p,
+            r#"{"Namespace":"Dax/Test","MetricName":"Nothing","Stat":"Sum"}"#,
+        )
+        .await,
         "CloudWatch has no datapoints for query `q1` between",
     );
 
@@ -161,30 +185,65 @@ async fn stats_math_and_builtins_read_back_what_was_written() {
     assert_value(value(&p, math).await, 100.0);
     // ... while arithmetic answers an empty series in moto 5.2 (real CloudWatch computes 50):
     // no-data, not 0.
-    assert_no_data(value(&p, &math.replace("\"Expression\":\"r\"", "\"Expression\":\"r/2\"")).await, "query `total`");
+    assert_no_data(
+        value(
+            &p,
+            &math.replace("\"Expression\":\"r\"", "\"Expression\":\"r/2\""),
+        )
+        .await,
+        "query `total`",
+    );
 
     // A range query: a series of one-minute periods over the window, the last one holding
     // this test's datapoints.
-    match p.run_query(&q("request-success-rate", QueryKind::Range, "candidate")).await.unwrap() {
-        MetricAnswer::Series(s) => assert_eq!(s.iter().map(|s| s.value).collect::<Vec<_>>(), vec![95.0], "{s:?}"),
+    match p
+        .run_query(&q("request-success-rate", QueryKind::Range, "candidate"))
+        .await
+        .unwrap()
+    {
+        MetricAnswer::Series(s) => assert_eq!(
+            s.iter().map(|s| s.value).collect::<Vec<_>>(),
+            vec![95.0],
+            "{s:?}"
+        ),
         other => panic!("{other:?}"),
     }
 
     // Queries CloudWatch would refuse are refused before anything is sent, naming the fix.
     let err = p
-        .run_query(&q(r#"{"Namespace":"N","MetricName":"M","Stat":"Sum","Period":61}"#, QueryKind::Instant, "candidate"))
+        .run_query(&q(
+            r#"{"Namespace":"N","MetricName":"M","Stat":"Sum","Period":61}"#,
+            QueryKind::Instant,
+            "candidate",
+        ))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Period 61 is not one CloudWatch takes (1, 5, 10, 30 or a multiple of 60 seconds)"), "{err}");
+    assert!(
+        err.contains(
+            "Period 61 is not one CloudWatch takes (1, 5, 10, 30 or a multiple of 60 seconds)"
+        ),
+        "{err}"
+    );
     // Percentiles: moto 5.2 cannot compute them and answers HTTP 500, which the host retries
     // until the grant's `timeout`, then reports as unavailable; real CloudWatch answers them.
     // (The timeout must be under the plugin's 10s wall-clock limit, or the retries outlast the
     // call and the plugin faults instead: the default grant timeout is 20s.)
     let short = grant(&moto, "[\"cloudwatch:GetMetricData\"]\ntimeout = \"2s\"");
     let p = provider(&host, short, config(FAULTY)).await;
-    let err = p.run_query(&q("request-duration stat=p99", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
-    assert!(err.contains("unavailable: cloudwatch:GetMetricData"), "{err}");
+    let err = p
+        .run_query(&q(
+            "request-duration stat=p99",
+            QueryKind::Instant,
+            "candidate",
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unavailable: cloudwatch:GetMetricData"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -195,17 +254,32 @@ async fn grants_without_get_metric_data_are_refused_naming_the_grant_to_add() {
 
     // Without any AWS grant the plugin does not even load: it imports dax:host/aws.
     let err = host
-        .load("cloudwatch", &spec(&plugin_path("cloudwatch")), Path::new("."))
+        .load(
+            "cloudwatch",
+            &spec(&plugin_path("cloudwatch")),
+            Path::new("."),
+        )
         .await
         .err()
         .expect("the cloudwatch plugin loaded without an aws grant");
     assert_eq!(err.field, "grants.aws", "{err:?}");
-    assert!(err.message.contains("dax:host/aws needs [plugins.cloudwatch.grants.aws]"), "{err:?}");
+    assert!(
+        err.message
+            .contains("dax:host/aws needs [plugins.cloudwatch.grants.aws]"),
+        "{err:?}"
+    );
 
     // The endpoint's name (`monitoring`) is not IAM's service prefix (`cloudwatch`).
-    for actions in ["[\"cloudwatch:ListMetrics\"]", "[\"monitoring:GetMetricData\"]"] {
+    for actions in [
+        "[\"cloudwatch:ListMetrics\"]",
+        "[\"monitoring:GetMetricData\"]",
+    ] {
         let p = provider(&host, grant(&moto, actions), config(FAULTY)).await;
-        let err = p.run_query(&q("request-success-rate", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
+        let err = p
+            .run_query(&q("request-success-rate", QueryKind::Instant, "candidate"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("invalid config: plugin `cloudwatch` may not call `cloudwatch:GetMetricData`: add \"cloudwatch:GetMetricData\" to grants.aws.actions of [plugins.cloudwatch]"),
             "{actions}: {err}"
@@ -213,9 +287,21 @@ async fn grants_without_get_metric_data_are_refused_naming_the_grant_to_add() {
     }
 
     // Another region than the grant's.
-    let p = provider(&host, grant(&moto, "[\"cloudwatch:GetMetricData\"]"), json!({"region": "eu-west-1", "load_balancer": LB, "candidate_target_group": FAULTY})).await;
-    let err = p.run_query(&q("request-success-rate", QueryKind::Instant, "candidate")).await.unwrap_err().to_string();
-    assert!(err.contains("add \"eu-west-1\" to grants.aws.regions of [plugins.cloudwatch]"), "{err}");
+    let p = provider(
+        &host,
+        grant(&moto, "[\"cloudwatch:GetMetricData\"]"),
+        json!({"region": "eu-west-1", "load_balancer": LB, "candidate_target_group": FAULTY}),
+    )
+    .await;
+    let err = p
+        .run_query(&q("request-success-rate", QueryKind::Instant, "candidate"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("add \"eu-west-1\" to grants.aws.regions of [plugins.cloudwatch]"),
+        "{err}"
+    );
 
     // The same host keeps answering a granted plugin right after.
     let p = provider(&host, grant(&moto, "[\"cloudwatch:Get*\"]"), config(FAULTY)).await;
@@ -300,7 +386,10 @@ async fn deploy(moto: &Moto, target_group: &str, dir: &Path) -> Report {
     let file = dir.join("deploy.toml");
     std::fs::write(&file, text).unwrap();
     let cfg = config::load_file(&file).unwrap_or_else(|p| panic!("config problems: {p:#?}"));
-    engine(dir).deploy(cfg, None, None).await.unwrap_or_else(|e| panic!("deploy failed: {e}"))
+    engine(dir)
+        .deploy(cfg, None, None)
+        .await
+        .unwrap_or_else(|e| panic!("deploy failed: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,9 +400,17 @@ async fn a_canary_rolls_back_on_cloudwatch_5xx_and_is_promoted_without() {
     let report = deploy(&moto, FAULTY, dir.path()).await;
     let summary = report.summary.render();
     assert_eq!(report.status, FinalStatus::RolledBack, "{summary}");
-    assert!(summary.contains("alb-success-rate") && summary.contains("95 < min 99"), "{summary}");
+    assert!(
+        summary.contains("alb-success-rate") && summary.contains("95 < min 99"),
+        "{summary}"
+    );
     let report = deploy(&moto, HEALTHY, dir.path()).await;
-    assert_eq!(report.status, FinalStatus::Promoted, "{}", report.summary.render());
+    assert_eq!(
+        report.status,
+        FinalStatus::Promoted,
+        "{}",
+        report.summary.render()
+    );
 }
 
 /// The ECS example with CloudWatch checks is a valid deployment file (what `dax validate`

@@ -100,7 +100,12 @@ mod guest {
             let cfg = query::parse_config(&config).map_err(PluginError::InvalidConfig)?;
             let range = matches!(q.kind, QueryKind::Range);
             let window = query::window(now_ms(), q.window_ms, q.step_ms, range);
-            let slot = q.vars.iter().find(|(k, _)| k == "slot").map(|(_, v)| v.as_str()).unwrap_or("candidate");
+            let slot = q
+                .vars
+                .iter()
+                .find(|(k, _)| k == "slot")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("candidate");
             let plan = query::plan(&q.text, &cfg, slot, window.period_s).map_err(|e| match e {
                 QueryError::Query(m) => PluginError::InvalidInput(m),
                 QueryError::Config(m) => PluginError::InvalidConfig(m),
@@ -119,18 +124,27 @@ mod guest {
                     }),
                 };
                 let answer = aws::call(&request).map_err(failure)?;
-                let page = query::read_page(&answer.body, &mut results)
-                    .map_err(|e| PluginError::Unavailable(format!("cloudwatch:GetMetricData: {e}")))?;
+                let page = query::read_page(&answer.body, &mut results).map_err(|e| {
+                    PluginError::Unavailable(format!("cloudwatch:GetMetricData: {e}"))
+                })?;
                 notes.extend(page.messages);
                 token = page.next_token;
                 if token.is_none() {
                     break;
                 }
             }
-            let answer = query::interpret(&plan, &results, &window, range, &notes).map_err(PluginError::Unavailable)?;
+            let answer = query::interpret(&plan, &results, &window, range, &notes)
+                .map_err(PluginError::Unavailable)?;
             Ok(match answer {
                 Answer::Value(v) => Answer_::Value(v),
-                Answer::Series(s) => Answer_::Series(s.into_iter().map(|(timestamp_ms, value)| Sample { timestamp_ms, value }).collect()),
+                Answer::Series(s) => Answer_::Series(
+                    s.into_iter()
+                        .map(|(timestamp_ms, value)| Sample {
+                            timestamp_ms,
+                            value,
+                        })
+                        .collect(),
+                ),
                 Answer::NoData(why) => Answer_::NoData(why),
             })
         }

@@ -58,7 +58,10 @@ pub fn config_problems(config: &str) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     if let Some(r) = &cfg.region {
         if !is_region(r) {
-            problems.push(("region".into(), format!("`{r}` is not a region name, e.g. \"eu-west-1\"")));
+            problems.push((
+                "region".into(),
+                format!("`{r}` is not a region name, e.g. \"eu-west-1\""),
+            ));
         }
     }
     if let Some(lb) = &cfg.load_balancer {
@@ -86,7 +89,11 @@ pub fn config_problems(config: &str) -> Vec<(String, String)> {
 
 pub fn parse_config(config: &str) -> Result<Config, String> {
     if let Some((field, message)) = config_problems(config).into_iter().next() {
-        return Err(if field.is_empty() { message } else { format!("{field}: {message}") });
+        return Err(if field.is_empty() {
+            message
+        } else {
+            format!("{field}: {message}")
+        });
     }
     serde_json::from_str(config).map_err(|e| e.to_string())
 }
@@ -97,7 +104,8 @@ fn is_region(s: &str) -> bool {
         && s.contains('-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The `LoadBalancer` dimension (`app/NAME/ID`) of an ALB given as its ARN, the ARN of one of
@@ -109,7 +117,11 @@ pub fn load_balancer_dimension(value: &str) -> Result<String, String> {
     let dim = match (v.split_once(":loadbalancer/"), v.split_once(":listener/")) {
         (Some((_, rest)), _) if v.starts_with("arn:") => rest,
         (_, Some((_, rest))) if v.starts_with("arn:") => {
-            listener_lb = rest.rsplit_once('/').map(|(lb, _)| lb).unwrap_or("").to_string();
+            listener_lb = rest
+                .rsplit_once('/')
+                .map(|(lb, _)| lb)
+                .unwrap_or("")
+                .to_string();
             &listener_lb
         }
         _ => v,
@@ -145,11 +157,15 @@ pub fn check_stat(stat: &str) -> Result<(), String> {
     let ok = !stat.is_empty()
         && stat.len() <= 32
         && stat.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && stat.chars().all(|c| c.is_ascii_alphanumeric() || ".%:()".contains(c));
+        && stat
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".%:()".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!("`{stat}` is not a CloudWatch statistic, e.g. \"Sum\", \"Average\", \"p99\""))
+        Err(format!(
+            "`{stat}` is not a CloudWatch statistic, e.g. \"Sum\", \"Average\", \"p99\""
+        ))
     }
 }
 
@@ -176,14 +192,22 @@ pub fn window(now_ms: u64, window_ms: u64, step_ms: u64, range: bool) -> Window 
     let end_s = (now_ms / 1000 / 60 + 1) * 60;
     let window_s = round_up(window_ms.div_ceil(1000).max(60), 60);
     if !range {
-        return Window { start_s: end_s - window_s, end_s, period_s: window_s };
+        return Window {
+            start_s: end_s - window_s,
+            end_s,
+            period_s: window_s,
+        };
     }
     let mut period_s = round_up(step_ms.div_ceil(1000).max(60), 60);
     if window_s / period_s > MAX_POINTS {
         period_s = round_up(window_s.div_ceil(MAX_POINTS), 60);
     }
     let span = round_up(window_s.max(period_s), period_s);
-    Window { start_s: end_s - span, end_s, period_s }
+    Window {
+        start_s: end_s - span,
+        end_s,
+        period_s,
+    }
 }
 
 /// How the answer is computed from the queries' results.
@@ -252,19 +276,33 @@ pub fn plan(text: &str, cfg: &Config, slot: &str, period_s: u64) -> Result<Plan,
     // A metric math expression that needs no other query (SEARCH(...), a Metrics Insights
     // SELECT, a constant), asked for as it is.
     Ok(Plan {
-        queries: vec![json!({"Id": "q", "Expression": text, "Period": period_s, "ReturnData": true})],
-        compute: Compute::Returned { id: "q".into(), scale: 1.0 },
+        queries: vec![
+            json!({"Id": "q", "Expression": text, "Period": period_s, "ReturnData": true}),
+        ],
+        compute: Compute::Returned {
+            id: "q".into(),
+            scale: 1.0,
+        },
         what: format!("`{text}`"),
     })
 }
 
-fn builtin(name: &str, args: &str, cfg: &Config, slot: &str, period_s: u64) -> Result<Plan, QueryError> {
+fn builtin(
+    name: &str,
+    args: &str,
+    cfg: &Config,
+    slot: &str,
+    period_s: u64,
+) -> Result<Plan, QueryError> {
     let mut target_group = match slot {
         "stable" => cfg.stable_target_group.clone(),
         _ => cfg.candidate_target_group.clone(),
     };
     let mut load_balancer = cfg.load_balancer.clone();
-    let mut stat = cfg.duration_stat.clone().unwrap_or_else(|| DEFAULT_DURATION_STAT.into());
+    let mut stat = cfg
+        .duration_stat
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DURATION_STAT.into());
     for arg in args.split_whitespace() {
         let (k, v) = arg.split_once('=').ok_or_else(|| {
             QueryError::Query(format!("`{arg}` in query `{name} {args}` is not key=value (keys: target_group, load_balancer, stat)"))
@@ -274,12 +312,22 @@ fn builtin(name: &str, args: &str, cfg: &Config, slot: &str, period_s: u64) -> R
             "load_balancer" => load_balancer = Some(v.into()),
             "stat" if name == "request-duration" => stat = v.into(),
             _ => {
-                let keys = if name == "request-duration" { "target_group, load_balancer, stat" } else { "target_group, load_balancer" };
-                return Err(QueryError::Query(format!("`{name}` takes no argument `{k}` (its arguments: {keys})")));
+                let keys = if name == "request-duration" {
+                    "target_group, load_balancer, stat"
+                } else {
+                    "target_group, load_balancer"
+                };
+                return Err(QueryError::Query(format!(
+                    "`{name}` takes no argument `{k}` (its arguments: {keys})"
+                )));
             }
         }
     }
-    let field = if slot == "stable" { "stable_target_group" } else { "candidate_target_group" };
+    let field = if slot == "stable" {
+        "stable_target_group"
+    } else {
+        "candidate_target_group"
+    };
     let tg = target_group.ok_or_else(|| {
         QueryError::Config(format!(
             "`{name}` for the {slot} needs its target group: set `{field}` in the plugin's config or write `{name} target_group=targetgroup/NAME/ID`"
@@ -296,16 +344,36 @@ fn builtin(name: &str, args: &str, cfg: &Config, slot: &str, period_s: u64) -> R
     Ok(match name {
         "request-success-rate" => Plan {
             queries: vec![
-                metric_stat("errors", "HTTPCode_Target_5XX_Count", "Sum", &lb, &tg, period_s),
+                metric_stat(
+                    "errors",
+                    "HTTPCode_Target_5XX_Count",
+                    "Sum",
+                    &lb,
+                    &tg,
+                    period_s,
+                ),
                 metric_stat("requests", "RequestCount", "Sum", &lb, &tg, period_s),
             ],
-            compute: Compute::SuccessRate { errors: "errors".into(), requests: "requests".into() },
+            compute: Compute::SuccessRate {
+                errors: "errors".into(),
+                requests: "requests".into(),
+            },
             what: format!("requests to {tg} of {lb}"),
         },
         _ => Plan {
             // TargetResponseTime is in seconds; checks speak milliseconds.
-            queries: vec![metric_stat("duration", "TargetResponseTime", &stat, &lb, &tg, period_s)],
-            compute: Compute::Returned { id: "duration".into(), scale: 1000.0 },
+            queries: vec![metric_stat(
+                "duration",
+                "TargetResponseTime",
+                &stat,
+                &lb,
+                &tg,
+                period_s,
+            )],
+            compute: Compute::Returned {
+                id: "duration".into(),
+                scale: 1000.0,
+            },
             what: format!("TargetResponseTime {stat} of {tg} of {lb}"),
         },
     })
@@ -337,17 +405,27 @@ fn expand_shorthand(mut q: Map<String, Value>) -> Result<Map<String, Value>, Str
     match q.remove("Dimensions") {
         None => {}
         Some(Value::Object(dims)) => {
-            let list: Vec<Value> = dims.into_iter().map(|(k, v)| json!({"Name": k, "Value": v})).collect();
+            let list: Vec<Value> = dims
+                .into_iter()
+                .map(|(k, v)| json!({"Name": k, "Value": v}))
+                .collect();
             metric.insert("Dimensions".into(), Value::Array(list));
         }
         Some(list @ Value::Array(_)) => {
             metric.insert("Dimensions".into(), list);
         }
-        Some(_) => return Err("`Dimensions` must be a table {Name = \"value\"} or a list of {Name, Value}".into()),
+        Some(_) => {
+            return Err(
+                "`Dimensions` must be a table {Name = \"value\"} or a list of {Name, Value}".into(),
+            )
+        }
     }
     let mut stat = Map::new();
     stat.insert("Metric".into(), Value::Object(metric));
-    stat.insert("Stat".into(), q.remove("Stat").ok_or("`Stat` is missing, e.g. \"Sum\"")?);
+    stat.insert(
+        "Stat".into(),
+        q.remove("Stat").ok_or("`Stat` is missing, e.g. \"Sum\"")?,
+    );
     for key in ["Period", "Unit"] {
         if let Some(v) = q.remove(key) {
             stat.insert(key.into(), v);
@@ -360,9 +438,8 @@ fn expand_shorthand(mut q: Map<String, Value>) -> Result<Map<String, Value>, Str
 /// GetMetricData queries as JSON, as AWS spells them (Flagger's CloudWatch query format):
 /// one object or a list. Exactly one of them may return data.
 fn json_plan(text: &str, period_s: u64) -> Result<Plan, QueryError> {
-    let parsed: Value = serde_json::from_str(text).map_err(|e| {
-        QueryError::Query(format!("the query looks like JSON but is not: {e}"))
-    })?;
+    let parsed: Value = serde_json::from_str(text)
+        .map_err(|e| QueryError::Query(format!("the query looks like JSON but is not: {e}")))?;
     let items = match parsed {
         Value::Array(items) => items,
         one @ Value::Object(_) => vec![one],
@@ -375,13 +452,19 @@ fn json_plan(text: &str, period_s: u64) -> Result<Plan, QueryError> {
     let mut returned = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let Value::Object(mut q) = item else {
-            return Err(QueryError::Query(format!("query {} is not an object", i + 1)));
+            return Err(QueryError::Query(format!(
+                "query {} is not an object",
+                i + 1
+            )));
         };
         if !q.contains_key("Id") {
             q.insert("Id".into(), json!(format!("q{}", i + 1)));
         }
         let id = q["Id"].as_str().unwrap_or("").to_string();
-        if id.is_empty() || !id.starts_with(|c: char| c.is_ascii_lowercase()) || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if id.is_empty()
+            || !id.starts_with(|c: char| c.is_ascii_lowercase())
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(QueryError::Query(format!(
                 "query {}: Id {} must start with a lowercase letter and hold only letters, digits and _",
                 i + 1,
@@ -425,14 +508,23 @@ fn json_plan(text: &str, period_s: u64) -> Result<Plan, QueryError> {
             )))
         }
     };
-    Ok(Plan { what: format!("query `{id}`"), queries, compute: Compute::Returned { id, scale: 1.0 } })
+    Ok(Plan {
+        what: format!("query `{id}`"),
+        queries,
+        compute: Compute::Returned { id, scale: 1.0 },
+    })
 }
 
 /// Flatten JSON into Query-protocol parameters: `a.b`, lists as `a.member.N`.
 fn flatten(v: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
     match v {
-        Value::Object(m) => m.iter().for_each(|(k, v)| flatten(v, &format!("{prefix}.{k}"), out)),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| flatten(v, &format!("{prefix}.member.{}", i + 1), out)),
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| flatten(v, &format!("{prefix}.{k}"), out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten(v, &format!("{prefix}.member.{}", i + 1), out)),
         Value::String(s) => out.push((prefix.into(), s.clone())),
         Value::Number(n) => out.push((prefix.into(), n.to_string())),
         Value::Bool(b) => out.push((prefix.into(), b.to_string())),
@@ -482,7 +574,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub fn iso8601(epoch_s: u64) -> String {
     let (y, mo, d) = civil_from_days((epoch_s / 86400) as i64);
     let s = epoch_s % 86400;
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 /// Milliseconds since the epoch of a UTC timestamp as CloudWatch writes it
@@ -490,11 +587,24 @@ pub fn iso8601(epoch_s: u64) -> String {
 pub fn parse_iso8601(text: &str) -> Option<u64> {
     let t = text.trim();
     let b = t.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<u32>().ok();
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -532,7 +642,12 @@ pub struct Page {
 }
 
 fn messages(node: Option<&Node>) -> Vec<String> {
-    node.map(|m| m.members().map(|msg| format!("{}: {}", msg.text_of("Code"), msg.text_of("Value"))).collect()).unwrap_or_default()
+    node.map(|m| {
+        m.members()
+            .map(|msg| format!("{}: {}", msg.text_of("Code"), msg.text_of("Value")))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Read one `GetMetricDataResponse`, adding its series to `into`.
@@ -542,25 +657,47 @@ pub fn read_page(xml: &str, into: &mut BTreeMap<String, Series>) -> Result<Page,
         let snippet: String = xml.chars().take(200).collect();
         format!("not a GetMetricData answer: {snippet}")
     })?;
-    for r in result.child("MetricDataResults").map(|r| r.members().collect::<Vec<_>>()).unwrap_or_default() {
+    for r in result
+        .child("MetricDataResults")
+        .map(|r| r.members().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
         let id = r.text_of("Id").to_string();
-        let stamps: Vec<&Node> = r.child("Timestamps").map(|t| t.members().collect()).unwrap_or_default();
-        let values: Vec<&Node> = r.child("Values").map(|t| t.members().collect()).unwrap_or_default();
+        let stamps: Vec<&Node> = r
+            .child("Timestamps")
+            .map(|t| t.members().collect())
+            .unwrap_or_default();
+        let values: Vec<&Node> = r
+            .child("Values")
+            .map(|t| t.members().collect())
+            .unwrap_or_default();
         if stamps.len() != values.len() {
-            return Err(format!("result `{id}` has {} timestamps but {} values", stamps.len(), values.len()));
+            return Err(format!(
+                "result `{id}` has {} timestamps but {} values",
+                stamps.len(),
+                values.len()
+            ));
         }
         let series = into.entry(id.clone()).or_default();
         series.label = r.text_of("Label").to_string();
         series.status = r.text_of("StatusCode").to_string();
         series.messages.extend(messages(r.child("Messages")));
         for (t, v) in stamps.iter().zip(values) {
-            let ts = parse_iso8601(&t.text).ok_or_else(|| format!("result `{id}`: `{}` is not a timestamp", t.text.trim()))?;
-            let value: f64 = v.text.trim().parse().map_err(|_| format!("result `{id}`: `{}` is not a number", v.text.trim()))?;
+            let ts = parse_iso8601(&t.text)
+                .ok_or_else(|| format!("result `{id}`: `{}` is not a timestamp", t.text.trim()))?;
+            let value: f64 = v
+                .text
+                .trim()
+                .parse()
+                .map_err(|_| format!("result `{id}`: `{}` is not a number", v.text.trim()))?;
             series.points.push((ts, value));
         }
     }
     let next_token = Some(result.text_of("NextToken").to_string()).filter(|t| !t.is_empty());
-    Ok(Page { next_token, messages: messages(result.child("Messages")) })
+    Ok(Page {
+        next_token,
+        messages: messages(result.child("Messages")),
+    })
 }
 
 /// The answer, mirroring the WIT `answer` variant.
@@ -572,22 +709,45 @@ pub enum Answer {
 }
 
 /// The check's value from the results of every page.
-pub fn interpret(plan: &Plan, results: &BTreeMap<String, Series>, w: &Window, range: bool, notes: &[String]) -> Result<Answer, String> {
-    let get = |id: &str| results.get(id).ok_or_else(|| format!("CloudWatch answered no result for query `{id}`"));
+pub fn interpret(
+    plan: &Plan,
+    results: &BTreeMap<String, Series>,
+    w: &Window,
+    range: bool,
+    notes: &[String],
+) -> Result<Answer, String> {
+    let get = |id: &str| {
+        results
+            .get(id)
+            .ok_or_else(|| format!("CloudWatch answered no result for query `{id}`"))
+    };
     for (id, s) in results {
         if s.status == "Forbidden" || s.status == "InternalError" {
-            return Err(format!("query `{id}` ended {}: {}", s.status, s.messages.join("; ")));
+            return Err(format!(
+                "query `{id}` ended {}: {}",
+                s.status,
+                s.messages.join("; ")
+            ));
         }
     }
     let mut points: Vec<(u64, f64)> = match &plan.compute {
-        Compute::Returned { id, scale } => get(id)?.points.iter().map(|&(t, v)| (t, v * scale)).collect(),
+        Compute::Returned { id, scale } => get(id)?
+            .points
+            .iter()
+            .map(|&(t, v)| (t, v * scale))
+            .collect(),
         Compute::SuccessRate { errors, requests } => {
             let errors: BTreeMap<u64, f64> = get(errors)?.points.iter().copied().collect();
             get(requests)?
                 .points
                 .iter()
                 .filter(|(_, r)| *r > 0.0)
-                .map(|&(t, r)| (t, 100.0 - 100.0 * errors.get(&t).copied().unwrap_or(0.0) / r))
+                .map(|&(t, r)| {
+                    (
+                        t,
+                        100.0 - 100.0 * errors.get(&t).copied().unwrap_or(0.0) / r,
+                    )
+                })
                 .collect()
         }
     };
@@ -601,13 +761,26 @@ pub fn interpret(plan: &Plan, results: &BTreeMap<String, Series>, w: &Window, ra
             iso8601(w.end_s),
             w.period_s
         );
-        let all: Vec<&String> = notes.iter().chain(results.values().flat_map(|s| &s.messages)).collect();
+        let all: Vec<&String> = notes
+            .iter()
+            .chain(results.values().flat_map(|s| &s.messages))
+            .collect();
         if !all.is_empty() {
-            why.push_str(&format!("; CloudWatch says: {}", all.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
+            why.push_str(&format!(
+                "; CloudWatch says: {}",
+                all.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
         }
         return Ok(Answer::NoData(why));
     }
-    Ok(if range { Answer::Series(points) } else { Answer::Value(points.last().unwrap().1) })
+    Ok(if range {
+        Answer::Series(points)
+    } else {
+        Answer::Value(points.last().unwrap().1)
+    })
 }
 
 #[cfg(test)]

@@ -37,7 +37,8 @@ impl Node {
                 Event::GeneralRef(r) => {
                     let name = r.decode().map_err(|e| format!("not XML: {e}"))?;
                     let reference = format!("&{name};");
-                    let text = quick_xml::escape::unescape(&reference).map_err(|e| format!("not XML: {e}"))?;
+                    let text = quick_xml::escape::unescape(&reference)
+                        .map_err(|e| format!("not XML: {e}"))?;
                     stack.last_mut().unwrap().text.push_str(&text);
                 }
                 Event::End(_) => {
@@ -51,7 +52,10 @@ impl Node {
                 _ => {}
             }
         }
-        stack.pop().and_then(|doc| doc.children.into_iter().next()).ok_or_else(|| "empty XML document".into())
+        stack
+            .pop()
+            .and_then(|doc| doc.children.into_iter().next())
+            .ok_or_else(|| "empty XML document".into())
     }
 
     pub fn child(&self, name: &str) -> Option<&Node> {
@@ -86,7 +90,11 @@ mod tests {
             <member><RuleArn>arn:c</RuleArn><Priority>default</Priority></member></Rules></DescribeRulesResult></DescribeRulesResponse>"#,
         )
         .unwrap();
-        let rules: Vec<_> = doc.path(&["DescribeRulesResult", "Rules"]).unwrap().members().collect();
+        let rules: Vec<_> = doc
+            .path(&["DescribeRulesResult", "Rules"])
+            .unwrap()
+            .members()
+            .collect();
         assert_eq!(rules.len(), 2);
         assert_eq!(rules[0].text_of("RuleArn"), "arn:a&b");
         assert_eq!(rules[1].text_of("Priority"), "default");
