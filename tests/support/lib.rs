@@ -98,12 +98,33 @@ pub fn dax_bin() -> PathBuf {
             // tests run from target/<profile>/deps; the binary is in target/<profile>.
             let exe = std::env::current_exe().unwrap();
             let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let status = std::process::Command::new(env!("CARGO"))
+            let mut build = std::process::Command::new(env!("CARGO"));
+            build
                 .args(["build", "-p", "dax", "--bin", "dax"])
                 .current_dir(repo_root())
-                .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-                .status()
-                .unwrap();
+                .env("CARGO_TARGET_DIR", dir.parent().unwrap());
+            // cargo gives this test process the variables it gives the test's package
+            // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, OUT_DIR, ...). ring's build script
+            // reruns when they change, so without this the build here and the one in
+            // tests/run.sh each recompile ring, rustls, kube, reqwest and dax (minutes).
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_MANIFEST_")
+                    || matches!(
+                        &*name,
+                        "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "CARGO_RUSTC_CURRENT_DIR"
+                            | "OUT_DIR"
+                    )
+                {
+                    build.env_remove(&*name);
+                }
+            }
+            let status = build.status().unwrap();
             assert!(status.success(), "building the dax binary failed");
             let bin = dir.join("dax");
             assert!(bin.exists(), "no dax binary at {}", bin.display());
