@@ -252,6 +252,69 @@ impl Engine {
         Ok(run.drive(replay::Pending::Decide).await?)
     }
 
+    /// The code that runs must be the code that started the rollout: a strategy's state blob
+    /// is only promised to be readable by the plugin that wrote it, and a target or provider
+    /// may have changed what its calls mean. A plugin whose sha256 differs from the one
+    /// journaled (another plugin file, or a `builtin:` of another dax release) refuses the
+    /// resume, unless the operator asked for a rollback (`dax abort ID`, or one already
+    /// started): the engine then rolls back through the target without asking the strategy,
+    /// so an upgrade of dax never strands a deployment. Returns the changes it let through.
+    fn changed_plugins(
+        &self,
+        id: &str,
+        records: &[Record],
+        cfg: &LoadedConfig,
+        set: &resolve::ResolvedSet,
+    ) -> Result<Option<String>, DeployError> {
+        let Some(Event::PluginsResolved { plugins }) = records
+            .iter()
+            .map(|r| &r.event)
+            .find(|e| matches!(e, Event::PluginsResolved { .. }))
+        else {
+            return Ok(None);
+        };
+        let now = plugin_records(cfg, set);
+        let changed: Vec<String> = plugins
+            .iter()
+            .filter_map(|(name, was)| {
+                let is = now.get(name)?;
+                (!was.digest.is_empty() && was.digest != is.digest).then(|| {
+                    format!(
+                        "plugin `{name}` ({}) has sha256 {} now, {} when the deployment started",
+                        cfg.config
+                            .plugins
+                            .get(name)
+                            .map(|p| p.source.as_str())
+                            .unwrap_or("?"),
+                        is.digest,
+                        was.digest
+                    )
+                })
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let changed = changed.join("; ");
+        let ledger = ledger::Ledger::fold(records);
+        let abort_pending = self
+            .state
+            .read_control(id)
+            .iter()
+            .skip(ledger.controls_seen)
+            .any(|c| c.action == crate::state::ControlAction::Abort);
+        if abort_pending || ledger.rollback_started {
+            return Ok(Some(changed));
+        }
+        Err(anyhow!(
+            "cannot resume deployment `{id}` ({}): {changed}. dax resumes a rollout only with the plugin code that started it (this code may not read its journaled state, e.g. a strategy state blob of an earlier release). \
+             Either finish it with the plugins it started with (the same plugin files, or for `builtin:` plugins the dax release that started it: `dax resume {id}` there), \
+             or roll it back with this one: `dax abort {id} && dax resume {id}` (the engine rolls back through the target without asking the strategy)",
+            self.state.deployment_dir(id).join("journal.jsonl").display()
+        )
+        .into())
+    }
+
     /// Continue a deployment from its journal after the host stopped (crash, kill, reboot).
     pub async fn resume(
         &self,
@@ -283,25 +346,7 @@ impl Engine {
         let cfg = config::parse(raw, file, std::path::Path::new(base_dir))
             .map_err(DeployError::Invalid)?;
         let set = self.resolved(&cfg).await?;
-        // The code that runs must be the code that started the rollout.
-        if let Some(Event::PluginsResolved { plugins }) = records
-            .iter()
-            .map(|r| &r.event)
-            .find(|e| matches!(e, Event::PluginsResolved { .. }))
-        {
-            let now = plugin_records(&cfg, &set);
-            for (name, was) in plugins {
-                if let Some(is) = now.get(name) {
-                    if !was.digest.is_empty() && was.digest != is.digest {
-                        return Err(anyhow!(
-                            "plugin `{name}` changed since deployment `{id}` started (sha256 {} then, {} now); restore the original plugin or abort with `dax abort {id}`",
-                            was.digest, is.digest
-                        )
-                        .into());
-                    }
-                }
-            }
-        }
+        let changed = self.changed_plugins(id, &records, &cfg, &set)?;
         let offset = records.last().map(|r| r.elapsed_ms).unwrap_or(0);
         let cfg = Arc::new(cfg);
         let mut run = Run::new(self, id, cfg.clone(), journal, observer, offset);
@@ -321,7 +366,9 @@ impl Engine {
             pid: std::process::id(),
             stable: stable.clone(),
             candidate: candidate.clone(),
-            note: String::new(),
+            note: changed
+                .map(|c| format!("rolling back with other plugin code than the rollout started with, as asked by `dax abort`: {c}"))
+                .unwrap_or_default(),
         })
         .await?;
 
