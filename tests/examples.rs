@@ -16,6 +16,7 @@ use dax_tests::{dax_bin, demo_app, free_port, repo_root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 /// One example, ready to run from a scratch folder.
@@ -50,12 +51,15 @@ impl Example {
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .current_dir(self.dir.path())
-            .env("DAX_CACHE_DIR", repo_root().join("target/test-component-cache"));
+            .env(
+                "DAX_CACHE_DIR",
+                repo_root().join("target/test-component-cache"),
+            );
         cmd
     }
 
-    /// `dax deploy FILE --output json`, started.
-    fn spawn_deploy(&self) -> Child {
+    /// `dax deploy FILE --output json`, started (and killed if the test fails first).
+    fn spawn_deploy(&self) -> Running {
         self.dax(&[
             "deploy",
             self.file.to_str().unwrap(),
@@ -67,7 +71,33 @@ impl Example {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
+        .map(|c| Running(Some(c)))
         .unwrap()
+    }
+
+    /// Demo processes this example's local target started (marked with its state folder).
+    fn demo_pids(&self) -> Vec<i32> {
+        let marker = format!(
+            "{}={}",
+            dax::local::process::OWNER_ENV,
+            self.dir.path().join("state").display()
+        );
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if env
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(marker.as_bytes()))
+            {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// `dax status ID --output json`, once the deployment exists.
@@ -83,6 +113,29 @@ impl Example {
     }
 }
 
+/// A running `dax deploy`, interrupted (SIGTERM: it leaves the demo processes for `dax
+/// resume`, so the whole process group goes) when dropped before it ended.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// However the test ends, no demo process of it is left (a `dax deploy` killed early leaves
+/// them running for `dax resume`).
+impl Drop for Example {
+    fn drop(&mut self) {
+        for pid in self.demo_pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
 /// What `dax deploy --output json` ended with.
 struct Ended {
     code: Option<i32>,
@@ -92,7 +145,8 @@ struct Ended {
 }
 
 impl Ended {
-    fn of(child: Child) -> Ended {
+    fn of(mut running: Running) -> Ended {
+        let child = running.0.take().expect("not waited for yet");
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -107,7 +161,10 @@ impl Ended {
     }
 
     fn timeline(&self) -> &[Value] {
-        self.summary["timeline"].as_array().map(Vec::as_slice).unwrap_or(&[])
+        self.summary["timeline"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The steps of the timeline, as the summary names them.
@@ -128,6 +185,24 @@ impl Ended {
             }
         }
         out
+    }
+
+    /// The last steps are the promotion and the end (no traffic step follows: `promote`
+    /// itself moves everything to the candidate).
+    fn assert_ends_with_promotion(&self) {
+        let steps = self.steps();
+        let tail: Vec<&str> = steps
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            ["promote", "post-rollout hooks", "finish promoted"],
+            "{steps:#?}"
+        );
     }
 
     fn assert_status(&self, status: &str, code: i32) {
@@ -157,7 +232,7 @@ fn shortened(text: &str, port: u16) -> toml::Table {
         match v {
             toml::Value::String(s) => *s = f(s),
             toml::Value::Array(a) => a.iter_mut().for_each(|v| rewrite(v, f)),
-            toml::Value::Table(t) => t.values_mut().for_each(|v| rewrite(v, f)),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| rewrite(v, f)),
             _ => {}
         }
     }
@@ -176,7 +251,7 @@ fn shortened(text: &str, port: u16) -> toml::Table {
                 *s = "1s".into()
             }
             toml::Value::Array(a) => a.iter_mut().for_each(durations),
-            toml::Value::Table(t) => t.values_mut().for_each(durations),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| durations(v)),
             _ => {}
         }
     }
@@ -239,21 +314,28 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
 }
 
 fn run(name: &str) -> Ended {
-    Ended::of(Example::new(name).spawn_deploy())
+    let ex = Example::new(name);
+    let ended = Ended::of(ex.spawn_deploy());
+    let left = ex.demo_pids();
+    assert!(
+        left.is_empty(),
+        "{name}: demo processes left running: {left:?}"
+    );
+    ended
 }
 
 #[test]
 fn canary_promotes_step_by_step() {
     let ended = run("canary");
     ended.assert_status("promoted", 0);
-    // stepWeight 10 up to maxWeight 50, then everything to v2 on promotion.
-    let w = ended.weights();
-    assert_eq!(w.first(), Some(&0), "{w:?}");
-    assert!(
-        w.windows(5).any(|s| s == [10, 20, 30, 40, 50]),
-        "weights: {w:?}"
+    // stepWeight 10 up to maxWeight 50, then the promotion.
+    assert_eq!(
+        ended.weights(),
+        [0, 10, 20, 30, 40, 50],
+        "{:#?}",
+        ended.steps()
     );
-    assert_eq!(w.last(), Some(&100), "{w:?}");
+    ended.assert_ends_with_promotion();
 }
 
 #[test]
@@ -262,7 +344,11 @@ fn faulty_canary_rolls_back() {
     ended.assert_status("rolled-back", 1);
     let w = ended.weights();
     assert_eq!(w.last(), Some(&0), "all traffic back on v1: {w:?}");
-    assert!(!w.contains(&100), "{w:?}");
+    assert!(
+        !ended.steps().iter().any(|s| s == "promote"),
+        "{:#?}",
+        ended.steps()
+    );
 }
 
 #[test]
@@ -278,7 +364,8 @@ fn argo_steps_pause_for_dax_promote() {
     assert!(out.status.success(), "{out:?}");
     let ended = Ended::of(child);
     ended.assert_status("promoted", 0);
-    assert_eq!(ended.weights(), [0, 20, 50, 100], "{:#?}", ended.steps());
+    assert_eq!(ended.weights(), [0, 20, 50], "{:#?}", ended.steps());
+    ended.assert_ends_with_promotion();
 }
 
 #[test]
@@ -297,16 +384,16 @@ fn ab_test_routes_matching_requests_to_the_candidate() {
         others.iter().flatten().all(|v| v == "v1") && others.iter().flatten().count() > 0,
         "requests without the header: {others:?}"
     );
-    // Weight 0 for everyone else the whole time, then promotion.
-    assert_eq!(ended.weights(), [0, 100], "{:#?}", ended.steps());
+    // Weight 0 for everyone else the whole time, the match rule, then promotion.
+    assert_eq!(ended.weights(), [0], "{:#?}", ended.steps());
     assert!(
         ended
             .steps()
-            .iter()
-            .any(|s| s.contains("x-canary") && s.contains("insider")),
+            .contains(&"set weight 0% + 1 match rule(s)".to_string()),
         "the route is in the timeline: {:#?}",
         ended.steps()
     );
+    ended.assert_ends_with_promotion();
 }
 
 #[test]
@@ -317,9 +404,10 @@ fn blue_green_switches_at_once_after_mirrored_analysis() {
     assert_eq!(ended.weights(), [0, 100], "{:#?}", ended.steps());
     let steps = ended.steps();
     assert!(
-        steps.iter().any(|s| s.contains("mirror")),
+        steps.contains(&"set weight 0% mirror 100%".to_string()),
         "mirroring in the timeline: {steps:#?}"
     );
+    ended.assert_ends_with_promotion();
 }
 
 #[test]
@@ -328,9 +416,26 @@ fn rolling_replaces_replicas_in_batches() {
     ended.assert_status("promoted", 0);
     let steps = ended.steps();
     // maxSurge 1, maxUnavailable 0, 4 replicas: v2 grows one at a time while v1 shrinks.
-    let scaled: Vec<&String> = steps.iter().filter(|s| s.starts_with("scale")).collect();
-    assert!(scaled.len() >= 6, "batches: {steps:#?}");
-    assert_eq!(ended.weights().last(), Some(&100), "{steps:#?}");
+    let scaled: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.starts_with("scale"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        scaled,
+        [
+            "scale candidate to 1",
+            "scale stable to 3",
+            "scale candidate to 2",
+            "scale stable to 2",
+            "scale candidate to 3",
+            "scale stable to 1",
+            "scale candidate to 4",
+            "scale stable to 0",
+        ],
+        "batches: {steps:#?}"
+    );
+    ended.assert_ends_with_promotion();
 }
 
 /// The examples are what the README and their own comments promise: valid as written.
@@ -354,7 +459,10 @@ fn every_local_example_is_valid_as_written() {
     for file in &names {
         let out = Command::new(dax_bin())
             .args(["validate", file.to_str().unwrap()])
-            .env("DAX_CACHE_DIR", repo_root().join("target/test-component-cache"))
+            .env(
+                "DAX_CACHE_DIR",
+                repo_root().join("target/test-component-cache"),
+            )
             .current_dir(Path::new("/"))
             .output()
             .unwrap();

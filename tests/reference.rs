@@ -92,7 +92,10 @@ impl<'de> MapAccess<'de> for Fields<'_> {
             None => Ok(None),
         }
     }
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ProbeError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ProbeError> {
         let field = self.current.expect("a value follows its key");
         let child = self.probe.child(field);
         let path = child.path.clone();
@@ -133,7 +136,10 @@ impl<'de> MapAccess<'de> for One<'_> {
         }
         Ok(None)
     }
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ProbeError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ProbeError> {
         seed.deserialize(self.probe.take().expect("one value"))
     }
 }
@@ -161,7 +167,10 @@ impl<'de> de::VariantAccess<'de> for Probe<'_> {
     fn unit_variant(self) -> Result<(), ProbeError> {
         Ok(())
     }
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, ProbeError> {
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, ProbeError> {
         seed.deserialize(self)
     }
     fn tuple_variant<V: de::Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value, ProbeError> {
@@ -233,7 +242,11 @@ impl<'de> Deserializer<'de> for Probe<'_> {
     ) -> Result<V::Value, ProbeError> {
         visitor.visit_newtype_struct(self)
     }
-    fn deserialize_tuple<V: de::Visitor<'de>>(self, _n: usize, v: V) -> Result<V::Value, ProbeError> {
+    fn deserialize_tuple<V: de::Visitor<'de>>(
+        self,
+        _n: usize,
+        v: V,
+    ) -> Result<V::Value, ProbeError> {
         self.deserialize_seq(v)
     }
     fn deserialize_tuple_struct<V: de::Visitor<'de>>(
@@ -403,7 +416,11 @@ fn documented_tables(doc: &str) -> BTreeMap<String, BTreeSet<String>> {
             }
         } else if let (Some(t), true) = (&current, line.starts_with("| `")) {
             // The first cell names the key, or several spellings of it: `` `high`, `HIGH` ``.
-            let cell = line.trim_start_matches('|').split(" | ").next().unwrap_or_default();
+            let cell = line
+                .trim_start_matches('|')
+                .split(" | ")
+                .next()
+                .unwrap_or_default();
             let keys = cell.split('`').skip(1).step_by(2).map(str::to_string);
             tables.get_mut(t).unwrap().extend(keys);
         }

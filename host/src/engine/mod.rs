@@ -58,6 +58,7 @@
 
 pub mod analysis;
 pub mod builtins;
+mod compat;
 pub mod control;
 pub mod decide;
 pub mod dry_run;
@@ -252,69 +253,6 @@ impl Engine {
         Ok(run.drive(replay::Pending::Decide).await?)
     }
 
-    /// The code that runs must be the code that started the rollout: a strategy's state blob
-    /// is only promised to be readable by the plugin that wrote it, and a target or provider
-    /// may have changed what its calls mean. A plugin whose sha256 differs from the one
-    /// journaled (another plugin file, or a `builtin:` of another dax release) refuses the
-    /// resume, unless the operator asked for a rollback (`dax abort ID`, or one already
-    /// started): the engine then rolls back through the target without asking the strategy,
-    /// so an upgrade of dax never strands a deployment. Returns the changes it let through.
-    fn changed_plugins(
-        &self,
-        id: &str,
-        records: &[Record],
-        cfg: &LoadedConfig,
-        set: &resolve::ResolvedSet,
-    ) -> Result<Option<String>, DeployError> {
-        let Some(Event::PluginsResolved { plugins }) = records
-            .iter()
-            .map(|r| &r.event)
-            .find(|e| matches!(e, Event::PluginsResolved { .. }))
-        else {
-            return Ok(None);
-        };
-        let now = plugin_records(cfg, set);
-        let changed: Vec<String> = plugins
-            .iter()
-            .filter_map(|(name, was)| {
-                let is = now.get(name)?;
-                (!was.digest.is_empty() && was.digest != is.digest).then(|| {
-                    format!(
-                        "plugin `{name}` ({}) has sha256 {} now, {} when the deployment started",
-                        cfg.config
-                            .plugins
-                            .get(name)
-                            .map(|p| p.source.as_str())
-                            .unwrap_or("?"),
-                        is.digest,
-                        was.digest
-                    )
-                })
-            })
-            .collect();
-        if changed.is_empty() {
-            return Ok(None);
-        }
-        let changed = changed.join("; ");
-        let ledger = ledger::Ledger::fold(records);
-        let abort_pending = self
-            .state
-            .read_control(id)
-            .iter()
-            .skip(ledger.controls_seen)
-            .any(|c| c.action == crate::state::ControlAction::Abort);
-        if abort_pending || ledger.rollback_started {
-            return Ok(Some(changed));
-        }
-        Err(anyhow!(
-            "cannot resume deployment `{id}` ({}): {changed}. dax resumes a rollout only with the plugin code that started it (this code may not read its journaled state, e.g. a strategy state blob of an earlier release). \
-             Either finish it with the plugins it started with (the same plugin files, or for `builtin:` plugins the dax release that started it: `dax resume {id}` there), \
-             or roll it back with this one: `dax abort {id} && dax resume {id}` (the engine rolls back through the target without asking the strategy)",
-            self.state.deployment_dir(id).join("journal.jsonl").display()
-        )
-        .into())
-    }
-
     /// Continue a deployment from its journal after the host stopped (crash, kill, reboot).
     pub async fn resume(
         &self,
@@ -346,7 +284,27 @@ impl Engine {
         let cfg = config::parse(raw, file, std::path::Path::new(base_dir))
             .map_err(DeployError::Invalid)?;
         let set = self.resolved(&cfg).await?;
-        let changed = self.changed_plugins(id, &records, &cfg, &set)?;
+        // The code that runs must be the code that started the rollout, unless the operator
+        // asked to roll back (`compat` says why and how).
+        let changed = compat::changed_plugins(&records, &cfg, &plugin_records(&cfg, &set));
+        let rollback_asked = compat::rollback_asked(&self.state, id, &records);
+        if !rollback_asked {
+            if let Some(what) = changed.first() {
+                return Err(compat::refusal(&self.state, id, what).into());
+            }
+            if let Some(e) = compat::strategy_cannot_read_state(&records, &set, &cfg).await {
+                let what = format!(
+                    "strategy `{}` ({}) cannot read the state it journaled: {e}",
+                    cfg.config.strategy.plugin,
+                    cfg.config
+                        .plugins
+                        .get(&cfg.config.strategy.plugin)
+                        .map(|p| p.source.as_str())
+                        .unwrap_or("?")
+                );
+                return Err(compat::refusal(&self.state, id, &what).into());
+            }
+        }
         let offset = records.last().map(|r| r.elapsed_ms).unwrap_or(0);
         let cfg = Arc::new(cfg);
         let mut run = Run::new(self, id, cfg.clone(), journal, observer, offset);
@@ -366,9 +324,14 @@ impl Engine {
             pid: std::process::id(),
             stable: stable.clone(),
             candidate: candidate.clone(),
-            note: changed
-                .map(|c| format!("rolling back with other plugin code than the rollout started with, as asked by `dax abort`: {c}"))
-                .unwrap_or_default(),
+            note: if changed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "rolling back, as asked, with other plugin code than the rollout started with: {}",
+                    changed.join("; ")
+                )
+            },
         })
         .await?;
 
