@@ -397,7 +397,7 @@ fn ab_test_routes_matching_requests_to_the_candidate() {
 }
 
 #[test]
-fn blue_green_switches_at_once_after_mirrored_analysis() {
+fn blue_green_mirrors_then_switches_at_once() {
     let ended = run("blue-green");
     ended.assert_status("promoted", 0);
     // No weight in between: 0 (mirrored) then 100.
