@@ -72,7 +72,7 @@ impl<'a> Probe<'a> {
 /// A struct's fields, one value each (probed), skipping those that failed in an earlier run.
 struct Fields<'a> {
     probe: &'a Probe<'a>,
-    fields: std::vec::IntoIter<&'static str>,
+    fields: std::iter::Copied<std::slice::Iter<'static, &'static str>>,
     current: Option<&'static str>,
 }
 
@@ -205,7 +205,7 @@ impl<'de> Deserializer<'de> for Probe<'_> {
             .extend(fields.iter().map(|f| f.to_string()));
         visitor.visit_map(Fields {
             probe: &self,
-            fields: fields.to_vec().into_iter(),
+            fields: fields.iter().copied(),
             current: None,
         })
     }
