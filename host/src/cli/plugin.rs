@@ -367,6 +367,10 @@ pub async fn run(cmd: PluginCommand, json: bool) -> anyhow::Result<i32> {
                 println!("name         {}", info.name);
                 println!("version      {}", info.version);
                 println!("role         {}", info.role);
+                println!(
+                    "contract     dax:plugin@{} (the plugin's world is compatible with it)",
+                    crate::plugin::CONTRACT_VERSION
+                );
                 println!("description  {}", info.description);
                 println!("signature    {signature}");
                 println!("config       {}", info.config_schema);

@@ -24,6 +24,20 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+/// The top-level sections of a deployment file (each documented in
+/// `docs/reference/config.md`, which `tests/reference.rs` keeps in step with the types).
+pub const SECTIONS: [&str; 9] = [
+    "deployment",
+    "target",
+    "strategy",
+    "checks",
+    "hooks",
+    "gate",
+    "notifications",
+    "plugins",
+    "trust",
+];
+
 /// A whole deployment file, interpolated.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeploymentConfig {
@@ -323,17 +337,6 @@ pub fn parse(raw: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, Vec
     let root_table = root.get_mut();
     index_and_interpolate_table(root_table, "", base_dir, &mut spans, &mut problems);
 
-    const SECTIONS: [&str; 9] = [
-        "deployment",
-        "target",
-        "strategy",
-        "checks",
-        "hooks",
-        "gate",
-        "notifications",
-        "plugins",
-        "trust",
-    ];
     for (key, _) in root_table.iter() {
         if !SECTIONS.contains(&key.get_ref().as_ref()) {
             let hint = problem::suggest(key.get_ref(), SECTIONS)

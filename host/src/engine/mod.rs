@@ -58,6 +58,7 @@
 
 pub mod analysis;
 pub mod builtins;
+mod compat;
 pub mod control;
 pub mod decide;
 pub mod dry_run;
@@ -283,23 +284,25 @@ impl Engine {
         let cfg = config::parse(raw, file, std::path::Path::new(base_dir))
             .map_err(DeployError::Invalid)?;
         let set = self.resolved(&cfg).await?;
-        // The code that runs must be the code that started the rollout.
-        if let Some(Event::PluginsResolved { plugins }) = records
-            .iter()
-            .map(|r| &r.event)
-            .find(|e| matches!(e, Event::PluginsResolved { .. }))
-        {
-            let now = plugin_records(&cfg, &set);
-            for (name, was) in plugins {
-                if let Some(is) = now.get(name) {
-                    if !was.digest.is_empty() && was.digest != is.digest {
-                        return Err(anyhow!(
-                            "plugin `{name}` changed since deployment `{id}` started (sha256 {} then, {} now); restore the original plugin or abort with `dax abort {id}`",
-                            was.digest, is.digest
-                        )
-                        .into());
-                    }
-                }
+        // The code that runs must be the code that started the rollout, unless the operator
+        // asked to roll back (`compat` says why and how).
+        let changed = compat::changed_plugins(&records, &cfg, &plugin_records(&cfg, &set));
+        let rollback_asked = compat::rollback_asked(&self.state, id, &records);
+        if !rollback_asked {
+            if let Some(what) = changed.first() {
+                return Err(compat::refusal(&self.state, id, what).into());
+            }
+            if let Some(e) = compat::strategy_cannot_read_state(&records, &set, &cfg).await {
+                let what = format!(
+                    "strategy `{}` ({}) cannot read the state it journaled: {e}",
+                    cfg.config.strategy.plugin,
+                    cfg.config
+                        .plugins
+                        .get(&cfg.config.strategy.plugin)
+                        .map(|p| p.source.as_str())
+                        .unwrap_or("?")
+                );
+                return Err(compat::refusal(&self.state, id, &what).into());
             }
         }
         let offset = records.last().map(|r| r.elapsed_ms).unwrap_or(0);
@@ -321,7 +324,14 @@ impl Engine {
             pid: std::process::id(),
             stable: stable.clone(),
             candidate: candidate.clone(),
-            note: String::new(),
+            note: if changed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "rolling back, as asked, with other plugin code than the rollout started with: {}",
+                    changed.join("; ")
+                )
+            },
         })
         .await?;
 

@@ -140,6 +140,9 @@ impl ResolvedPlugin for WasmPlugin {
     fn info(&self) -> PluginInfo {
         self.0.info().clone()
     }
+    fn digest(&self) -> String {
+        self.0.digest().to_string()
+    }
     async fn validate_config(&self, config: &serde_json::Value) -> CallResult<Vec<ConfigProblem>> {
         self.0.validate_config(config).await
     }

@@ -780,6 +780,20 @@ impl Target for LocalTarget {
 
     async fn status(&self, app: &str, slot: Slot) -> CallResult<WorkloadStatus> {
         let st = self.state.lock().await;
+        // Before the first deploy nothing runs yet (the stable version starts with it), which
+        // a strategy reading the stable size first (`rolling`) must see as such, not as an
+        // error: the configured stable size, none ready.
+        if st.app.is_none() && !st.finalized {
+            let desired = match slot {
+                Slot::Stable => self.cfg.stable.as_ref().and_then(|s| s.replicas),
+                Slot::Candidate => None,
+            };
+            return Ok(WorkloadStatus {
+                desired: desired.unwrap_or(0),
+                message: format!("app `{app}` is not deployed yet: its {slot} version starts with the first deploy"),
+                ..Default::default()
+            });
+        }
         self.check(&st, app)?;
         let s = st.slot(slot);
         let Some(launch) = &s.launch else {
