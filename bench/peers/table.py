@@ -23,10 +23,17 @@ DAX_KEYS = [
 
 
 def load_json(path: Path) -> dict:
+    """One JSON object: the whole file (dax's bench pretty-prints it), else its last line."""
     try:
-        return json.loads(path.read_text().strip().splitlines()[-1])
-    except (OSError, IndexError, json.JSONDecodeError):
+        text = path.read_text().strip()
+    except OSError:
         return {}
+    for candidate in (text, text.splitlines()[-1] if text else ""):
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    return {}
 
 
 def dax_from_text(text: str) -> dict:
@@ -122,8 +129,7 @@ def main() -> int:
         print(f"\nnote: the dax bench wrote no {', '.join(missing)} to DAX_BENCH_JSON"
               " (this dax predates JSON output from benches/plugin_host.rs).")
         if from_text:
-            print(f"      read from its printed table instead: {', '.join(from_text)}",
-                  )
+            print(f"      read from its printed table instead: {', '.join(from_text)}")
         if still:
             print(f"      missing from the table above: {', '.join(still)}")
     for name, data in (("Extism", ext), ("go-plugin", go)):
