@@ -474,7 +474,9 @@ async fn bare_names_cannot_escape_an_arn_grant() {
         probe_spec(
             Some(grant(
                 &moto.endpoint(),
-                &format!("resources = [\"arn:aws:ecs:us-east-1:123456789012:*/staging*\"]\n{extra}"),
+                &format!(
+                    "resources = [\"arn:aws:ecs:us-east-1:123456789012:*/staging*\"]\n{extra}"
+                ),
             )),
             vec![],
         )
@@ -492,9 +494,21 @@ async fn bare_names_cannot_escape_an_arn_grant() {
     // With the account: the name becomes the ARN AWS acts on, and that ARN is checked.
     let probe = Probe::new(&host, scoped("account = \"123456789012\"")).await;
     for (action, body, arn) in [
-        ("DescribeClusters", json!({"clusters": ["prod"]}), "arn:aws:ecs:us-east-1:123456789012:cluster/prod"),
-        ("DescribeServices", json!({"cluster": "prod", "services": ["web"]}), "arn:aws:ecs:us-east-1:123456789012:cluster/prod"),
-        ("DescribeTaskDefinition", json!({"taskDefinition": "web:1"}), "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1"),
+        (
+            "DescribeClusters",
+            json!({"clusters": ["prod"]}),
+            "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+        ),
+        (
+            "DescribeServices",
+            json!({"cluster": "prod", "services": ["web"]}),
+            "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+        ),
+        (
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web:1"}),
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1",
+        ),
     ] {
         let answer = probe.call(ecs(action, body)).await;
         assert_refused(
@@ -505,14 +519,25 @@ async fn bare_names_cannot_escape_an_arn_grant() {
     }
     // A granted cluster does not carry a path out of it in a name.
     let answer = probe
-        .call(ecs("UpdateService", json!({"cluster": "staging", "service": "../prod/web", "desiredCount": 0})))
+        .call(ecs(
+            "UpdateService",
+            json!({"cluster": "staging", "service": "../prod/web", "desiredCount": 0}),
+        ))
         .await;
-    assert_refused(&answer, "denied", "passed `../prod/web` in `service`, which is neither a resource name nor an ARN");
+    assert_refused(
+        &answer,
+        "denied",
+        "passed `../prod/web` in `service`, which is neither a resource name nor an ARN",
+    );
     // ELBv2 names have no ARN without an id: refused, pointing at the ARN parameters.
     let answer = probe
         .call(elbv2("DescribeLoadBalancers", &[("Names.member.1", "web")]))
         .await;
-    assert_refused(&answer, "denied", "names `web` in `Names.member.1` without an ARN");
+    assert_refused(
+        &answer,
+        "denied",
+        "names `web` in `Names.member.1` without an ARN",
+    );
     // A granted name goes through, in parallel with a refused one; the host keeps working.
     let (ok, refused) = tokio::join!(
         probe.call(ecs("DescribeClusters", json!({"clusters": ["staging"]}))),

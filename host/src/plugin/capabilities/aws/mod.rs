@@ -167,7 +167,13 @@ fn expanded_names(
         Protocol::Json(_) => None,
     };
     let mut arns = Vec::new();
-    for n in names::bare_names(service, region, grant.account.as_deref(), json.as_ref(), query) {
+    for n in names::bare_names(
+        service,
+        region,
+        grant.account.as_deref(),
+        json.as_ref(),
+        query,
+    ) {
         match n.arn {
             _ if n.malformed => {
                 return Err(AwsFailure::Denied(format!(

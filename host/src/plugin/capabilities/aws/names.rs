@@ -102,9 +102,19 @@ fn ecs_names(region: &str, account: Option<&str>, body: &Value) -> Vec<BareName>
                 continue; // checked as an ARN already
             }
             // ECS names are letters, digits, `-` and `_` (a task definition adds `:revision`).
-            let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == ':' && matches!(kind, EcsKind::TaskDefinition));
+            let allowed = |c: char| {
+                c.is_ascii_alphanumeric()
+                    || c == '-'
+                    || c == '_'
+                    || (c == ':' && matches!(kind, EcsKind::TaskDefinition))
+            };
             if name.is_empty() || !name.chars().all(allowed) {
-                names.push(BareName { field: field.clone(), name: name.to_string(), arn: None, malformed: true });
+                names.push(BareName {
+                    field: field.clone(),
+                    name: name.to_string(),
+                    arn: None,
+                    malformed: true,
+                });
                 continue;
             }
             let resource = match kind {
@@ -181,18 +191,53 @@ mod tests {
             ]
         );
         // A service named without a cluster lives in `default`; a cluster ARN gives its name.
-        let n = bare_names("ecs", "cn-north-1", Some("1"), Some(&json!({"service": "web"})), None);
-        assert_eq!(n[0].arn.as_deref(), Some("arn:aws-cn:ecs:cn-north-1:1:service/default/web"));
+        let n = bare_names(
+            "ecs",
+            "cn-north-1",
+            Some("1"),
+            Some(&json!({"service": "web"})),
+            None,
+        );
+        assert_eq!(
+            n[0].arn.as_deref(),
+            Some("arn:aws-cn:ecs:cn-north-1:1:service/default/web")
+        );
         let body = json!({"cluster": "arn:aws:ecs:eu-west-1:1:cluster/prod", "service": "web", "family": "web"});
         let n = bare_names("ecs", "eu-west-1", Some("1"), Some(&body), None);
         let arns: Vec<_> = n.iter().filter_map(|n| n.arn.as_deref()).collect();
-        assert!(arns.contains(&"arn:aws:ecs:eu-west-1:1:service/prod/web"), "{arns:?}");
-        assert!(arns.contains(&"arn:aws:ecs:eu-west-1:1:task-definition/web:*"), "{arns:?}");
+        assert!(
+            arns.contains(&"arn:aws:ecs:eu-west-1:1:service/prod/web"),
+            "{arns:?}"
+        );
+        assert!(
+            arns.contains(&"arn:aws:ecs:eu-west-1:1:task-definition/web:*"),
+            "{arns:?}"
+        );
         // No account: the names are found but cannot be expanded.
-        let n = bare_names("ecs", "eu-west-1", None, Some(&json!({"cluster": "prod"})), None);
-        assert_eq!(n, vec![BareName { field: "cluster".into(), name: "prod".into(), arn: None, malformed: false }]);
+        let n = bare_names(
+            "ecs",
+            "eu-west-1",
+            None,
+            Some(&json!({"cluster": "prod"})),
+            None,
+        );
+        assert_eq!(
+            n,
+            vec![BareName {
+                field: "cluster".into(),
+                name: "prod".into(),
+                arn: None,
+                malformed: false
+            }]
+        );
         // A name with a path in it is no name.
-        let n = bare_names("ecs", "eu-west-1", Some("1"), Some(&json!({"service": "../prod/web"})), None);
+        let n = bare_names(
+            "ecs",
+            "eu-west-1",
+            Some("1"),
+            Some(&json!({"service": "../prod/web"})),
+            None,
+        );
         assert!(n[0].malformed && n[0].arn.is_none(), "{n:?}");
     }
 
@@ -200,11 +245,27 @@ mod tests {
     fn elbv2_names_are_found_and_never_expanded() {
         let params = vec![
             ("Names.member.1".to_string(), "web".to_string()),
-            ("LoadBalancerArns.member.1".to_string(), "arn:aws:elasticloadbalancing:x".to_string()),
+            (
+                "LoadBalancerArns.member.1".to_string(),
+                "arn:aws:elasticloadbalancing:x".to_string(),
+            ),
         ];
-        let n = bare_names("elasticloadbalancing", "eu-west-1", Some("1"), None, Some(&params));
+        let n = bare_names(
+            "elasticloadbalancing",
+            "eu-west-1",
+            Some("1"),
+            None,
+            Some(&params),
+        );
         assert_eq!(n.len(), 1);
         assert_eq!((n[0].name.as_str(), n[0].arn.as_deref()), ("web", None));
-        assert!(bare_names("cloudwatch", "eu-west-1", Some("1"), Some(&json!({"a": "b"})), None).is_empty());
+        assert!(bare_names(
+            "cloudwatch",
+            "eu-west-1",
+            Some("1"),
+            Some(&json!({"a": "b"})),
+            None
+        )
+        .is_empty());
     }
 }
