@@ -460,3 +460,96 @@ async fn malformed_grants_are_refused_at_load_naming_the_field() {
         assert!(text.contains(field), "`{field}` not in: {text}");
     }
 }
+
+/// A plugin cannot escape `resources` by naming things instead of giving ARNs: under an ARN
+/// grant, ECS names are expanded to the ARNs AWS resolves them to (with `account` and the
+/// request's region) and checked; without `account` they are refused; ELBv2 `Names` are
+/// refused. Nothing refused reaches AWS, and granted names still work.
+#[tokio::test]
+async fn bare_names_cannot_escape_an_arn_grant() {
+    let Some(moto) = Moto::start() else { return };
+    moto.boto("ecs = client('ecs')\nfor c in ['prod', 'staging']: ecs.create_cluster(clusterName=c)\nprint('null')");
+    let (host, _cache) = fresh_host();
+    let scoped = |extra: &str| {
+        probe_spec(
+            Some(grant(
+                &moto.endpoint(),
+                &format!(
+                    "resources = [\"arn:aws:ecs:us-east-1:123456789012:*/staging*\"]\n{extra}"
+                ),
+            )),
+            vec![],
+        )
+    };
+    // No account: a bare name cannot be scoped, so it is refused.
+    let no_account = Probe::new(&host, scoped("")).await;
+    let answer = no_account
+        .call(ecs("DescribeClusters", json!({"clusters": ["prod"]})))
+        .await;
+    assert_refused(
+        &answer,
+        "denied",
+        "plugin `aws-probe` names `prod` in `clusters` without an ARN, which grants.aws.resources cannot scope: set grants.aws.account of [plugins.aws-probe]",
+    );
+    // With the account: the name becomes the ARN AWS acts on, and that ARN is checked.
+    let probe = Probe::new(&host, scoped("account = \"123456789012\"")).await;
+    for (action, body, arn) in [
+        (
+            "DescribeClusters",
+            json!({"clusters": ["prod"]}),
+            "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+        ),
+        (
+            "DescribeServices",
+            json!({"cluster": "prod", "services": ["web"]}),
+            "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+        ),
+        (
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web:1"}),
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1",
+        ),
+    ] {
+        let answer = probe.call(ecs(action, body)).await;
+        assert_refused(
+            &answer,
+            "denied",
+            &format!("may not touch `{arn}`: add a pattern matching it to grants.aws.resources of [plugins.aws-probe]"),
+        );
+    }
+    // A granted cluster does not carry a path out of it in a name.
+    let answer = probe
+        .call(ecs(
+            "UpdateService",
+            json!({"cluster": "staging", "service": "../prod/web", "desiredCount": 0}),
+        ))
+        .await;
+    assert_refused(
+        &answer,
+        "denied",
+        "passed `../prod/web` in `service`, which is neither a resource name nor an ARN",
+    );
+    // ELBv2 names have no ARN without an id: refused, pointing at the ARN parameters.
+    let answer = probe
+        .call(elbv2("DescribeLoadBalancers", &[("Names.member.1", "web")]))
+        .await;
+    assert_refused(
+        &answer,
+        "denied",
+        "names `web` in `Names.member.1` without an ARN",
+    );
+    // A granted name goes through, in parallel with a refused one; the host keeps working.
+    let (ok, refused) = tokio::join!(
+        probe.call(ecs("DescribeClusters", json!({"clusters": ["staging"]}))),
+        no_account.call(ecs("DescribeClusters", json!({"clusters": ["staging"]}))),
+    );
+    assert_eq!(ok["ok"]["status"], 200, "{ok}");
+    assert_eq!(refused["err"], "denied", "{refused}");
+    // A malformed account is refused at load, naming the field.
+    let err = host
+        .load("aws-probe", &scoped("account = \"12345\""), Path::new("."))
+        .await
+        .err()
+        .expect("a malformed account must not load");
+    assert!(format!("{err:#}").contains("grants.aws.account"), "{err:#}");
+}

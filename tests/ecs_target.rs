@@ -357,6 +357,101 @@ source = "{metrics}"
     path
 }
 
+/// The API's state, polled every 100 ms by one python process while `dax` runs: every
+/// distinct state seen, in order (a state lasting less than a poll may be missed, so the
+/// tests keep each step at least a second long).
+struct Watch {
+    child: std::process::Child,
+    seen: Arc<std::sync::Mutex<Vec<Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(w: &World) -> Watch {
+        use std::io::BufRead as _;
+        let body: String = OBSERVE
+            .lines()
+            .filter(|l| {
+                !l.starts_with("import") && !l.starts_with("elb = ") && !l.trim().is_empty()
+            })
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+            .replace("    print(json.dumps(", "    now = (json.dumps(");
+        let script = format!(
+            "import boto3, json, time, sys\nelb = boto3.client('elbv2', endpoint_url='{e}', region_name='{REGION}', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             ecs = boto3.client('ecs', endpoint_url='{e}', region_name='{REGION}', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             last = None\nwhile True:\n{body}    if now != last:\n        print(now, flush=True)\n        last = now\n    time.sleep(0.1)\n",
+            e = w.moto.endpoint()
+        );
+        let mut child = Command::new(dax_tests::moto::venv().join("bin/python"))
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let into = seen.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    into.lock().unwrap().push(v);
+                }
+            }
+        });
+        // The first state is there before dax starts.
+        let t0 = std::time::Instant::now();
+        while seen.lock().unwrap().is_empty() && t0.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Watch {
+            child,
+            seen,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stop watching; every distinct state seen, in order.
+    fn stop(mut self) -> Vec<Value> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let seen = self.seen.lock().unwrap().clone();
+        seen
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The index of the first state after `from` that `pred` holds for, with the whole sequence
+/// in the failure message.
+fn find_after(states: &[Value], from: usize, what: &str, pred: impl Fn(&Value) -> bool) -> usize {
+    states
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, s)| pred(s))
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| {
+            panic!(
+                "never saw {what} (after state {from}):\n{}",
+                states
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+}
+
 fn dax_deploy(file: &Path, dir: &Path) -> std::process::Output {
     Command::new(dax_bin())
         .args([
@@ -447,4 +542,394 @@ async fn dax_validate_refuses_mirroring_which_an_alb_cannot_do() {
     assert_ne!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("mirror"), "{text}");
     assert!(w.observe()["services"].get("web-candidate").is_none());
+}
+
+/// `dax deploy` with builtin:blue-green: the candidate runs beside stable with no traffic
+/// while it is analyzed, then the listener switches all traffic to it at once, and promotion
+/// rolls the stable service onto the new revision and deletes the candidate.
+#[tokio::test]
+async fn dax_deploy_blue_green_switches_all_traffic_at_once() {
+    let Some(w) = World::new("2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = deployment_with(
+        &w,
+        "value:100",
+        dir.path(),
+        "blue-green",
+        "interval = \"1s\"\niterations = 1\nthreshold = 1\nscaleDownDelay = \"2s\"",
+    );
+    let watch = Watch::start(&w);
+    let out = dax_deploy(&file, dir.path());
+    let states = watch.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{states:#?}");
+    let candidate_v2 =
+        |s: &Value| s["services"]["web-candidate"]["image"] == "registry.example/web:v2";
+    // Analysis: the candidate runs in web-green, all traffic stays on web-blue.
+    let analyzed = find_after(&states, 0, "the candidate running without traffic", |s| {
+        candidate_v2(s)
+            && s["services"]["web-candidate"]["target_groups"] == json!(["web-green"])
+            && s["weights"]["web-blue"] == 100
+            && s["weights"].get("web-green").is_none_or(|g| g == 0)
+    });
+    // The switch: all traffic to the candidate, stable still on v1 for a fast switch-back.
+    let switched = find_after(&states, analyzed, "all traffic on web-green", |s| {
+        candidate_v2(s)
+            && s["weights"] == json!({"web-blue": 0, "web-green": 100})
+            && s["services"]["web"]["image"] == "registry.example/web:v1"
+    });
+    // Never a split in between: blue-green is all or nothing.
+    for s in &states {
+        let green = s["weights"]["web-green"].as_u64().unwrap_or(0);
+        assert!(
+            green == 0 || green == 100,
+            "a partial split in a blue-green: {s}"
+        );
+    }
+    // The end state from the API itself: the watcher's last poll may lag behind under load.
+    let end = &w.observe();
+    assert!(states.len() > switched);
+    assert_eq!(
+        end["weights"],
+        json!({"web-blue": 100, "web-green": 0}),
+        "{end}"
+    );
+    assert!(end["services"].get("web-candidate").is_none(), "{end}");
+    assert_eq!(
+        end["services"]["web"]["image"], "registry.example/web:v2",
+        "{end}"
+    );
+    assert_eq!(end["services"]["web"]["desired"], 2, "{end}");
+    assert_eq!(end["rules"], json!([]), "{end}");
+}
+
+/// `dax deploy` with builtin:ab-test: one listener rule sends requests with `x-canary:
+/// always` to the candidate while everything else stays on stable; promotion removes it.
+#[tokio::test]
+async fn dax_deploy_ab_test_routes_by_header_then_promotes() {
+    let Some(w) = World::new("2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = deployment_with(
+        &w,
+        "value:100",
+        dir.path(),
+        "ab-test",
+        "interval = \"1s\"\niterations = 2\nthreshold = 1\nmatch = [{ header = \"x-canary\", exact = \"always\" }]",
+    );
+    let watch = Watch::start(&w);
+    let out = dax_deploy(&file, dir.path());
+    let states = watch.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{states:#?}");
+    let routed = find_after(&states, 0, "the A/B rule to web-green", |s| {
+        s["rules"].as_array().is_some_and(|r| r.len() == 1)
+            && s["rules"][0]["to"] == "web-green"
+            && s["rules"][0]["conditions"][0]["HttpHeaderConfig"]
+                == json!({"HttpHeaderName": "x-canary", "Values": ["always"]})
+            && s["services"]["web-candidate"]["image"] == "registry.example/web:v2"
+    });
+    // Only matching requests move: the default action keeps every other request on stable.
+    let during = &states[routed];
+    assert_eq!(
+        during["weights"],
+        json!({"web-blue": 100, "web-green": 0}),
+        "{during}"
+    );
+    let end = &w.observe(); // not the watcher's last poll, which may lag behind
+    assert_eq!(end["rules"], json!([]), "{end}");
+    assert_eq!(
+        end["weights"],
+        json!({"web-blue": 100, "web-green": 0}),
+        "{end}"
+    );
+    assert!(end["services"].get("web-candidate").is_none(), "{end}");
+    assert_eq!(
+        end["services"]["web"]["image"], "registry.example/web:v2",
+        "{end}"
+    );
+}
+
+/// `dax deploy` SIGKILLed mid-rollout (right after a weight step is journaled), then `dax
+/// resume`: it finishes exactly — promoted, v2 alone at weight 100, the candidate deleted, and
+/// no resource made twice (one new task definition revision, one service, no rule).
+#[test]
+fn sigkill_mid_rollout_then_resume_finishes_exactly() {
+    use dax::state::{Event, StateDir};
+    let Some(w) = World::new("2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = deployment_with(
+        &w,
+        "value:100",
+        dir.path(),
+        "canary",
+        "interval = \"1s\"\nthreshold = 1\nmaxWeight = 30\nstepWeight = 10",
+    );
+    let state = StateDir::new(dir.path().join("state"));
+    let shifted = |id: &str| {
+        let records = state.read(id).unwrap_or_default();
+        let shifts: Vec<u64> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Decision {
+                    n,
+                    step: dax::contract::Step::SetTraffic(t),
+                    ..
+                } if t.candidate_weight > 0 => Some(*n),
+                _ => None,
+            })
+            .collect();
+        records
+            .iter()
+            .any(|r| matches!(r.event, Event::Outcome { n, .. } if shifts.contains(&n)))
+    };
+    let mut child = Command::new(dax_bin())
+        .args([
+            "deploy",
+            file.to_str().unwrap(),
+            "--no-progress",
+            "--id",
+            "k",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        .current_dir(dir.path())
+        .env("DAX_CACHE_DIR", dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !shifted("k") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no weight step journaled within 60s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "dax deploy ended before a weight step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no signal handler runs
+    child.wait().unwrap();
+    let mid = w.observe();
+    assert_eq!(
+        mid["weights"],
+        json!({"web-blue": 90, "web-green": 10}),
+        "{mid}"
+    );
+    assert_eq!(
+        mid["services"]["web-candidate"]["image"], "registry.example/web:v2",
+        "{mid}"
+    );
+
+    let out = Command::new(dax_bin())
+        .args(["resume", "k", "--no-progress", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .current_dir(dir.path())
+        .env("DAX_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let end = w.observe();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{end}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match state.read("k").unwrap().last().map(|r| &r.event) {
+        Some(Event::Finished { status, .. }) => {
+            assert_eq!(*status, dax::contract::FinalStatus::Promoted)
+        }
+        other => panic!("the journal does not end with finished: {other:?}"),
+    }
+    assert_eq!(
+        end["weights"],
+        json!({"web-blue": 100, "web-green": 0}),
+        "{end}"
+    );
+    assert_eq!(end["rules"], json!([]), "{end}");
+    assert!(end["services"].get("web-candidate").is_none(), "{end}");
+    assert_eq!(
+        end["services"]["web"]["image"], "registry.example/web:v2",
+        "{end}"
+    );
+    assert_eq!(end["services"]["web"]["desired"], 2, "{end}");
+    // Nothing made twice: one new revision of `web`, one active service.
+    let made = w.moto.boto(
+        "ecs = client('ecs')\n\
+         tds = ecs.list_task_definitions(familyPrefix='web')['taskDefinitionArns']\n\
+         svcs = [s for s in ecs.describe_services(cluster='prod', services=ecs.list_services(cluster='prod')['serviceArns'])['services'] if s['status'] == 'ACTIVE']\n\
+         print(json.dumps({'revisions': len(tds), 'services': sorted(s['serviceName'] for s in svcs)}))",
+    );
+    assert_eq!(made, json!({"revisions": 2, "services": ["web"]}), "{made}");
+}
+
+/// The `[plugins.ecs]` table for ECS's own rolling deployment.
+fn rolling_deployment(w: &World, query: &str, dir: &Path) -> std::path::PathBuf {
+    let text = format!(
+        r#"[deployment]
+app = "web"
+version = "v2"
+artifact = "registry.example/web:v2"
+progress_deadline = "30s"
+
+[target]
+plugin = "ecs"
+[target.workload]
+replicas = 2
+
+[strategy]
+plugin = "rolling"
+[strategy.params]
+maxSurge = "100%"
+maxUnavailable = 0
+analysis = true
+interval = "1s"
+threshold = 1
+
+[[checks]]
+name = "success-rate"
+provider = "metrics"
+query = "{query}"
+min = 99
+
+[plugins.ecs]
+source = "{ecs}"
+[plugins.ecs.config]
+mode = "rolling"
+region = "{REGION}"
+cluster = "prod"
+container = "app"
+minimum_healthy_percent = 50
+maximum_percent = 200
+[plugins.ecs.grants.aws]
+actions = ["ecs:DescribeServices", "ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition",
+    "ecs:UpdateService", "ecs:TagResource"]
+regions = ["{REGION}"]
+resources = ["arn:aws:ecs:{REGION}:123456789012:*"]
+account = "123456789012"
+profile = "moto"
+endpoint = "{endpoint}"
+
+[plugins.rolling]
+source = "{rolling}"
+
+[plugins.metrics]
+source = "{metrics}"
+"#,
+        ecs = plugin_path("ecs").display(),
+        rolling = plugin_path("rolling").display(),
+        metrics = plugin_path("hello-metrics").display(),
+        endpoint = w.moto.endpoint(),
+    );
+    let path = dir.join("deploy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// ECS's rolling deployment through `dax deploy` + builtin:rolling: the service itself moves
+/// to the new revision with the deployment configuration and circuit breaker; a failing
+/// check rolls it back to the previous revision. The ARN-scoped grant (with `account`) lets
+/// the plugin's bare names through. moto starts no ECS deployment on UpdateService (its
+/// deployments[] keeps the one from creation), so readiness falls back to the service's
+/// counts here; the rollout states are covered by plan.rs's unit tests.
+#[tokio::test]
+async fn dax_deploy_rolling_through_ecs_own_deployment() {
+    let Some(w) = World::new("2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    const SERVICE: &str = "ecs = client('ecs')\n\
+        s = ecs.describe_services(cluster='prod', services=['web'], include=['TAGS'])['services'][0]\n\
+        td = ecs.describe_task_definition(taskDefinition=s['taskDefinition'])['taskDefinition']\n\
+        print(json.dumps({'image': td['containerDefinitions'][0]['image'], 'revision': td['revision'], 'desired': s['desiredCount'],\n\
+            'config': s.get('deploymentConfiguration'), 'tags': {t['key']: t['value'] for t in s.get('tags', [])},\n\
+            'services': len(ecs.list_services(cluster='prod')['serviceArns'])}))";
+    // A failing check: rolled back onto revision 1.
+    let out = dax_deploy(&rolling_deployment(&w, "value:5", dir.path()), dir.path());
+    let seen = w.moto.boto(SERVICE);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{seen}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        (seen["image"].as_str(), seen["revision"].as_u64()),
+        (Some("registry.example/web:v1"), Some(1)),
+        "{seen}"
+    );
+    assert_eq!(seen["tags"]["dax.candidate"], "", "{seen}");
+    assert_eq!(seen["services"], 1, "{seen}");
+    // A passing one: the service runs v2 (revision 3: 2 was the rolled-back attempt).
+    let out = dax_deploy(&rolling_deployment(&w, "value:100", dir.path()), dir.path());
+    let seen = w.moto.boto(SERVICE);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{seen}");
+    assert_eq!(
+        (seen["image"].as_str(), seen["revision"].as_u64()),
+        (Some("registry.example/web:v2"), Some(3)),
+        "{seen}"
+    );
+    assert_eq!(seen["desired"], 2, "{seen}");
+    assert_eq!(
+        seen["services"], 1,
+        "no second service in rolling mode: {seen}"
+    );
+    assert_eq!(
+        seen["tags"]["dax.previous"]
+            .as_str()
+            .map(|t| t.ends_with("web:1")),
+        Some(true),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["config"],
+        json!({"minimumHealthyPercent": 50, "maximumPercent": 200, "deploymentCircuitBreaker": {"enable": true, "rollback": false}}),
+        "{seen}"
+    );
+    // The listener was never touched: ECS's own deployment moves no traffic.
+    assert_eq!(w.observe()["weights"], json!({"web-blue": 100}));
+}
+
+/// A CodeDeploy-style preset through `dax deploy`: `canary20-1s` (CodeDeploy's
+/// ECSCanary10Percent5Minutes with other numbers) sets 20%, analyzes it, then shifts all.
+#[tokio::test]
+async fn dax_deploy_with_a_codedeploy_preset() {
+    let Some(w) = World::new("2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = deployment_with(
+        &w,
+        "value:100",
+        dir.path(),
+        "canary",
+        "threshold = 1\npreset = \"canary20-1s\"",
+    );
+    let watch = Watch::start(&w);
+    let out = dax_deploy(&file, dir.path());
+    let states = watch.stop();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{states:#?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 20% lasts its 1 s analysis; the 100% step lasts only until promotion, too short to be
+    // sure a poll sees it.
+    find_after(&states, 0, "20% on the candidate", |s| {
+        s["weights"] == json!({"web-blue": 80, "web-green": 20})
+    });
+    let weights: Vec<u64> = states
+        .iter()
+        .filter_map(|s| s["weights"]["web-green"].as_u64())
+        .collect();
+    assert!(
+        weights.iter().all(|g| [0, 20, 100].contains(g)),
+        "only the preset's weights: {weights:?}"
+    );
+    let end = &w.observe(); // not the watcher's last poll, which may lag behind
+    assert_eq!(
+        end["services"]["web"]["image"], "registry.example/web:v2",
+        "{end}"
+    );
+    assert!(end["services"].get("web-candidate").is_none(), "{end}");
 }

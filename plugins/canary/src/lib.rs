@@ -16,6 +16,7 @@
 //! | `compareBaseline` | `false` | ask the engine's statistical judge for a score at each analysis |
 //! | `scoreThresholds` | `{pass = 95, marginal = 75}` | how the judge score is read |
 //! | `pauseOnInconclusive` | `false` | a score between marginal and pass waits for `dax promote` / `dax abort` instead of counting as a failure |
+//! | `preset` | – | CodeDeploy-style shift instead of the weight ladder: `"canary10-5m"` (10% analyzed for 5 min, then 100%), `"linear10-1m"` (+10% every minute, each step analyzed, until 100%), `"all-at-once"`; any percent and duration (`"canary20-30s"`) |
 //! | `steps` | – | Argo Rollouts steps instead of the weight ladder: `{setWeight = 20}`, `{pause = {duration = "1m"}}`, `{pause = {}}` (waits for approval), `{analysis = {}}` (optional `interval`), `{setCanaryScale = {weight = 50}}` or `{replicas = 3}` |
 //!
 //! Flow (Flagger): `confirm-rollout` hooks (a gate, retried every interval) → deploy the
@@ -60,6 +61,51 @@ pub struct Params {
     #[serde(default)]
     pub score_thresholds: ScoreThresholds,
     pub steps: Option<Vec<ArgoStep>>,
+    pub preset: Option<String>,
+}
+
+/// A CodeDeploy-style preset as Argo steps: `canaryP-D` sets P% and analyzes for D, then
+/// shifts everything; `linearP-D` adds P% every D (each weight analyzed) until 100%;
+/// `all-at-once` shifts everything. The steps end at weight 100, before promotion.
+pub fn expand_preset(preset: &str) -> Result<Vec<ArgoStep>, String> {
+    let help = "write \"canary10-5m\", \"linear10-1m\" or \"all-at-once\" (any percent 1..=99, any duration)";
+    if preset == "all-at-once" {
+        return Ok(vec![ArgoStep::SetWeight(100)]);
+    }
+    let (kind, rest) = if let Some(rest) = preset.strip_prefix("canary") {
+        ("canary", rest)
+    } else if let Some(rest) = preset.strip_prefix("linear") {
+        ("linear", rest)
+    } else {
+        return Err(format!("preset: `{preset}` is unknown; {help}"));
+    };
+    let (percent, duration) = rest
+        .split_once('-')
+        .ok_or_else(|| format!("preset: `{preset}` has no duration; {help}"))?;
+    let percent: u8 = percent
+        .parse()
+        .ok()
+        .filter(|p| (1..=99).contains(p))
+        .ok_or_else(|| format!("preset: `{preset}`: `{percent}` is not a percent in 1..=99; {help}"))?;
+    let ms = strategy_kit::params::parse_duration(duration).map_err(|e| format!("preset: `{preset}`: {e}"))?;
+    if ms == 0 {
+        return Err(format!("preset: `{preset}`: the duration must be longer than 0s"));
+    }
+    let analysis = || ArgoStep::Analysis(InlineAnalysis { interval: Some(Duration(ms)) });
+    let mut steps = Vec::new();
+    let mut weight = 0u8;
+    while weight < 100 {
+        weight = match kind {
+            "canary" if weight == 0 => percent,
+            "canary" => 100,
+            _ => weight.saturating_add(percent).min(100),
+        };
+        steps.push(ArgoStep::SetWeight(weight));
+        if weight < 100 {
+            steps.push(analysis());
+        }
+    }
+    Ok(steps)
 }
 
 /// One Argo Rollouts canary step.
@@ -212,7 +258,19 @@ impl Spec for Canary {
     type Params = Params;
 
     fn parse(params: &str) -> Result<Params, Error> {
-        let p: Params = parse_params(params)?;
+        let mut p: Params = parse_params(params)?;
+        if let Some(preset) = p.preset.clone() {
+            if p.steps.is_some()
+                || p.step_weight.is_some()
+                || p.step_weights.is_some()
+                || p.max_weight.is_some()
+                || p.step_weight_promotion.is_some()
+                || p.skip_analysis
+            {
+                return Err(Error::InvalidConfig("preset: use either `preset` or steps/stepWeight/stepWeights/maxWeight/stepWeightPromotion/skipAnalysis, not both".into()));
+            }
+            p.steps = Some(expand_preset(&preset).map_err(Error::InvalidConfig)?);
+        }
         p.check()?;
         Ok(p)
     }
@@ -309,7 +367,7 @@ impl Spec for Canary {
     }
 }
 
-pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"properties":{"interval":{"type":"string"},"threshold":{"type":"integer","minimum":1},"maxWeight":{"type":"integer","minimum":1,"maximum":100},"stepWeight":{"type":"integer","minimum":1,"maximum":100},"stepWeights":{"type":"array","items":{"type":"integer","minimum":1,"maximum":100}},"stepWeightPromotion":{"type":"integer","minimum":1,"maximum":100},"primaryReadyThreshold":{"type":"integer","minimum":0,"maximum":100},"canaryReadyThreshold":{"type":"integer","minimum":0,"maximum":100},"progressDeadline":{"type":"string"},"skipAnalysis":{"type":"boolean"},"pauseOnInconclusive":{"type":"boolean"},"compareBaseline":{"type":"boolean"},"scoreThresholds":{"type":"object","properties":{"pass":{"type":"number"},"marginal":{"type":"number"}}},"steps":{"type":"array","items":{"type":"object"}}}}"#;
+pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"properties":{"interval":{"type":"string"},"threshold":{"type":"integer","minimum":1},"maxWeight":{"type":"integer","minimum":1,"maximum":100},"stepWeight":{"type":"integer","minimum":1,"maximum":100},"stepWeights":{"type":"array","items":{"type":"integer","minimum":1,"maximum":100}},"stepWeightPromotion":{"type":"integer","minimum":1,"maximum":100},"primaryReadyThreshold":{"type":"integer","minimum":0,"maximum":100},"canaryReadyThreshold":{"type":"integer","minimum":0,"maximum":100},"progressDeadline":{"type":"string"},"skipAnalysis":{"type":"boolean"},"pauseOnInconclusive":{"type":"boolean"},"compareBaseline":{"type":"boolean"},"scoreThresholds":{"type":"object","properties":{"pass":{"type":"number"},"marginal":{"type":"number"}}},"steps":{"type":"array","items":{"type":"object"}},"preset":{"type":"string"}}}"#;
 
 strategy_kit::strategy_plugin!(
     Canary,

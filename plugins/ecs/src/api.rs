@@ -71,6 +71,28 @@ impl<'a> Api<'a> {
             .cloned())
     }
 
+    /// A service with its tags (mode = "rolling" keeps its rollout in them).
+    pub fn service_with_tags(&self, name: &str) -> Result<Option<Value>, PluginError> {
+        let answer = self.ecs("DescribeServices", json!({"cluster": self.c.cluster, "services": [name], "include": ["TAGS"]}))?;
+        Ok(answer["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| plan::str_of(s, "serviceName") == name && plan::str_of(s, "status") != "INACTIVE")
+            .cloned())
+    }
+
+    /// Set tags on a resource (overwriting the values of existing keys).
+    pub fn tag(&self, arn: &str, tags: &[(&str, &str)]) -> Result<(), PluginError> {
+        let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+        self.ecs("TagResource", json!({"resourceArn": arn, "tags": tags})).map(drop)
+    }
+
+    /// `UpdateService` with a body built by the caller (plan::rolling_update).
+    pub fn update_service_with(&self, body: Value) -> Result<(), PluginError> {
+        self.ecs("UpdateService", body).map(drop)
+    }
+
     pub fn task_definition(&self, arn: &str) -> Result<Value, PluginError> {
         let answer = self.ecs("DescribeTaskDefinition", json!({"taskDefinition": arn}))?;
         Ok(answer["taskDefinition"].clone())

@@ -15,9 +15,14 @@
 //! already have (task sets need the `EXTERNAL` controller, chosen when a service is created),
 //! each service keeps ECS's own scheduling, health checks and circuit breaker, and readiness
 //! comes from the service's running/desired/pending counts and its target group's health.
+//!
+//! `mode = "rolling"` (rolling.rs) instead rolls the stable service itself onto the new
+//! revision through ECS's own deployment, for users who only want dax's analysis and gate.
 
 #[cfg(target_arch = "wasm32")]
 mod api;
+#[cfg(target_arch = "wasm32")]
+mod rolling;
 pub mod plan;
 pub mod xml;
 
@@ -25,7 +30,7 @@ pub mod xml;
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use super::api::Api;
-    use super::plan::{self, Config};
+    use super::plan::{self, Config, Mode};
     use dax_sdk::target::*;
 
     struct Ecs;
@@ -53,7 +58,10 @@ mod guest {
     }
 
     impl Guest for Ecs {
-        fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
+        fn supported_traffic(config_text: String) -> Result<TrafficSupport, PluginError> {
+            if config(&config_text)?.mode == Mode::Rolling {
+                return Ok(super::rolling::traffic_support());
+            }
             Ok(TrafficSupport {
                 weights: true,
                 header_matches: true,
@@ -65,6 +73,9 @@ mod guest {
 
         fn deploy(config_text: String, w: Workload) -> Result<(), PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                return super::rolling::deploy(&c, &w);
+            }
             let api = Api::new(&c);
             let stable = api.service(&w.app)?.ok_or_else(|| {
                 PluginError::NotFound(format!("no ECS service `{}` in cluster `{}`: create the stable service first", w.app, c.cluster))
@@ -93,6 +104,9 @@ mod guest {
 
         fn set_traffic(config_text: String, app: String, split: TrafficSplit) -> Result<(), PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                return super::rolling::set_traffic(&split);
+            }
             if split.candidate_weight > 100 {
                 return Err(PluginError::InvalidInput(format!("candidate weight {} is above 100", split.candidate_weight)));
             }
@@ -112,6 +126,11 @@ mod guest {
 
         fn scale(config_text: String, app: String, which: Slot, replicas: u32) -> Result<(), PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                // ECS sizes its own deployment (minimum_healthy_percent / maximum_percent).
+                let _ = (which, replicas);
+                return Ok(());
+            }
             let name = plan::service_name(&app, which);
             let api = Api::new(&c);
             match api.service(&name)? {
@@ -123,6 +142,9 @@ mod guest {
 
         fn status(config_text: String, app: String, which: Slot) -> Result<WorkloadStatus, PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                return super::rolling::status(&c, &app, which);
+            }
             let api = Api::new(&c);
             let name = plan::service_name(&app, which);
             let Some(service) = api.service(&name)? else {
@@ -139,6 +161,9 @@ mod guest {
 
         fn promote(config_text: String, app: String) -> Result<(), PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                return super::rolling::promote(&c, &app);
+            }
             let api = Api::new(&c);
             let candidate_name = plan::candidate_name(&app);
             if let Some(candidate) = api.service(&candidate_name)? {
@@ -157,6 +182,9 @@ mod guest {
 
         fn rollback(config_text: String, app: String) -> Result<(), PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                return super::rolling::rollback(&c, &app);
+            }
             let api = Api::new(&c);
             api.set_weights(100, 0)?;
             api.remove_ab_rule()?;
@@ -165,6 +193,9 @@ mod guest {
 
         fn finalize(config_text: String, _app: String) -> Result<(), PluginError> {
             let c = config(&config_text)?;
+            if c.mode == Mode::Rolling {
+                return Ok(());
+            }
             Api::new(&c).remove_ab_rule()
         }
     }

@@ -8,22 +8,41 @@ use serde_json::{json, Map, Value};
 /// The Docker label carrying the version a task definition revision was made for.
 pub const VERSION_LABEL: &str = "dax.version";
 
-pub const CONFIG_SCHEMA: &str = r#"{"type":"object","required":["cluster","listener_arn","stable_target_group_arn","candidate_target_group_arn"],"properties":{"region":{"type":"string"},"cluster":{"type":"string"},"listener_arn":{"type":"string"},"stable_target_group_arn":{"type":"string"},"candidate_target_group_arn":{"type":"string"},"container":{"type":"string"},"ab_rule_priority":{"type":"integer","minimum":1,"maximum":50000}},"additionalProperties":false}"#;
+pub const CONFIG_SCHEMA: &str = r#"{"type":"object","required":["cluster"],"properties":{"mode":{"enum":["services","rolling"]},"region":{"type":"string"},"cluster":{"type":"string"},"listener_arn":{"type":"string"},"stable_target_group_arn":{"type":"string"},"candidate_target_group_arn":{"type":"string"},"container":{"type":"string"},"ab_rule_priority":{"type":"integer","minimum":1,"maximum":50000},"minimum_healthy_percent":{"type":"integer","minimum":0,"maximum":100},"maximum_percent":{"type":"integer","minimum":100,"maximum":400},"circuit_breaker":{"type":"boolean"}},"additionalProperties":false}"#;
+
+/// How a new version reaches users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The candidate as a second service in its own target group; traffic by listener weights
+    /// (canary, blue-green) or a listener rule (A/B).
+    #[default]
+    Services,
+    /// ECS's own rolling deployment of the stable service (minimumHealthyPercent,
+    /// maximumPercent, circuit breaker), with dax's analysis and gate around it.
+    Rolling,
+}
 
 /// The plugin's `[plugins.NAME.config]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
     /// Default: the host's AWS region.
     #[serde(default)]
     pub region: Option<String>,
     /// Cluster name or ARN.
     pub cluster: String,
-    /// The ALB listener whose default action splits traffic.
+    /// The ALB listener whose default action splits traffic (mode = "services").
+    #[serde(default)]
     pub listener_arn: String,
-    /// The target group the stable service is registered in.
+    /// The target group the stable service is registered in (mode = "services"; in
+    /// "rolling", optional: its target health bounds readiness).
+    #[serde(default)]
     pub stable_target_group_arn: String,
-    /// The target group the candidate service is registered in.
+    /// The target group the candidate service is registered in (mode = "services").
+    #[serde(default)]
     pub candidate_target_group_arn: String,
     /// The container whose image `artifact` replaces. Default: the first one.
     #[serde(default)]
@@ -31,6 +50,25 @@ pub struct Config {
     /// Priority of the listener rule the plugin owns for A/B matches.
     #[serde(default = "default_priority")]
     pub ab_rule_priority: u32,
+    /// mode = "rolling": ECS's deploymentConfiguration.minimumHealthyPercent.
+    #[serde(default = "default_min_healthy")]
+    pub minimum_healthy_percent: u32,
+    /// mode = "rolling": ECS's deploymentConfiguration.maximumPercent.
+    #[serde(default = "default_max_percent")]
+    pub maximum_percent: u32,
+    /// mode = "rolling": ECS's deployment circuit breaker (dax rolls back, not ECS).
+    #[serde(default = "yes")]
+    pub circuit_breaker: bool,
+}
+
+fn default_min_healthy() -> u32 {
+    100
+}
+fn default_max_percent() -> u32 {
+    200
+}
+fn yes() -> bool {
+    true
 }
 
 fn default_priority() -> u32 {
@@ -49,11 +87,32 @@ impl Config {
             ("stable_target_group_arn", &c.stable_target_group_arn, ":targetgroup/"),
             ("candidate_target_group_arn", &c.candidate_target_group_arn, ":targetgroup/"),
         ] {
+            if c.mode == Mode::Rolling && (arn.is_empty() || field != "stable_target_group_arn") {
+                // ECS's own deployment moves no traffic: only the stable target group is read.
+                if !arn.is_empty() && field != "stable_target_group_arn" {
+                    return Err((field.into(), "is not used with mode = \"rolling\" (ECS replaces the service's tasks in place): remove it".into()));
+                }
+                continue;
+            }
+            if arn.is_empty() {
+                return Err((field.into(), format!("required with mode = \"services\": the ELBv2 {} ARN", kind.trim_matches(&[':', '/'][..]))));
+            }
             if !arn.starts_with("arn:") || !arn.contains(":elasticloadbalancing:") || !arn.contains(kind) {
                 return Err((field.into(), format!("`{arn}` is not an ELBv2 {} ARN", kind.trim_matches(&[':', '/'][..]))));
             }
         }
-        if c.stable_target_group_arn == c.candidate_target_group_arn {
+        if c.mode == Mode::Rolling {
+            if c.minimum_healthy_percent > 100 {
+                return Err(("minimum_healthy_percent".into(), "must be 0..=100".into()));
+            }
+            if !(100..=400).contains(&c.maximum_percent) {
+                return Err(("maximum_percent".into(), "must be 100..=400 (ECS's range)".into()));
+            }
+            if c.minimum_healthy_percent == 100 && c.maximum_percent == 100 {
+                return Err(("maximum_percent".into(), "with minimum_healthy_percent = 100, ECS cannot replace a task: raise maximum_percent above 100 or lower minimum_healthy_percent".into()));
+            }
+        }
+        if c.mode == Mode::Services && c.stable_target_group_arn == c.candidate_target_group_arn {
             return Err(("candidate_target_group_arn".into(), "must differ from stable_target_group_arn".into()));
         }
         if !(1..=50000).contains(&c.ab_rule_priority) {
@@ -279,6 +338,85 @@ pub fn readiness(service: &Value, target_states: &[String], version: String) -> 
     WorkloadStatus { desired, ready, updated: updated.min(desired), version, message }
 }
 
+/// Tags on the stable service that remember a rolling rollout (mode = "rolling"): the
+/// revision it replaces and the one it rolls out, so rollback is idempotent and survives a
+/// restart of dax (the plugin keeps no state of its own).
+pub const PREVIOUS_TAG: &str = "dax.previous";
+pub const CANDIDATE_TAG: &str = "dax.candidate";
+
+/// A tag of a service described with `include: ["TAGS"]` ("" when absent).
+pub fn tag_of<'a>(service: &'a Value, key: &str) -> &'a str {
+    service
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|t| str_of(t, "key") == key)
+        .map(|t| str_of(t, "value"))
+        .unwrap_or("")
+}
+
+/// `UpdateService` onto `task_definition` through ECS's rolling deployment.
+pub fn rolling_update(c: &Config, service: &str, task_definition: &str, desired: Option<u32>) -> Value {
+    let mut body = json!({
+        "cluster": c.cluster,
+        "service": service,
+        "taskDefinition": task_definition,
+        "deploymentConfiguration": {
+            "minimumHealthyPercent": c.minimum_healthy_percent,
+            "maximumPercent": c.maximum_percent,
+            // dax decides how a deployment ends: ECS stops a failing one, dax rolls it back.
+            "deploymentCircuitBreaker": {"enable": c.circuit_breaker, "rollback": false},
+        },
+    });
+    if let Some(n) = desired.filter(|n| *n > 0) {
+        body["desiredCount"] = json!(n);
+    }
+    body
+}
+
+/// Readiness of ECS's own deployment of `task_definition`: its PRIMARY deployment's running
+/// tasks, counted ready only once ECS says the rollout COMPLETED (all new tasks healthy, old
+/// ones drained), bounded by healthy targets. Without a deployment for that revision (the
+/// `EXTERNAL` controller, or moto, which starts none on UpdateService) the service's counts.
+pub fn rolling_readiness(service: &Value, task_definition: &str, target_states: &[String], version: String) -> WorkloadStatus {
+    let primary = service
+        .get("deployments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|d| str_of(d, "status") == "PRIMARY" && str_of(d, "taskDefinition") == task_definition);
+    let Some(d) = primary else {
+        let mut s = readiness(service, target_states, version);
+        s.message.push_str(" (no ECS deployment of this revision listed: the service's counts)");
+        return s;
+    };
+    let desired = count(d, "desiredCount");
+    let running = count(d, "runningCount");
+    let state = str_of(d, "rolloutState");
+    let healthy = target_states.iter().filter(|s| *s == "healthy").count() as u32;
+    let mut ready = match state {
+        "FAILED" => 0,
+        // Older ECS answers carry no rolloutState: running tasks are what it says.
+        "COMPLETED" | "" => running,
+        _ => running.min(desired.saturating_sub(1)),
+    };
+    if !target_states.is_empty() {
+        ready = ready.min(healthy);
+    }
+    let mut message = format!(
+        "{} deployment {}: {running}/{desired} running, {} pending, rollout {}",
+        str_of(service, "serviceName"),
+        str_of(d, "id"),
+        count(d, "pendingCount"),
+        if state.is_empty() { "state not reported" } else { state }
+    );
+    if state == "FAILED" {
+        message.push_str(&format!(" (circuit breaker: {})", str_of(d, "rolloutStateReason")));
+    }
+    WorkloadStatus { desired, ready, updated: ready.min(desired), version, message }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +496,48 @@ mod tests {
         assert!(s.message.contains("1/3 targets healthy"), "{}", s.message);
         let never = json!({"serviceName": "web", "desiredCount": 2, "runningCount": 0, "pendingCount": 2});
         assert_eq!(readiness(&never, &[], String::new()).ready, 0);
+    }
+
+    #[test]
+    fn rolling_mode_needs_no_listener_and_checks_percents() {
+        let c = Config::parse(r#"{"mode":"rolling","cluster":"prod"}"#).unwrap();
+        assert_eq!((c.mode, c.minimum_healthy_percent, c.maximum_percent, c.circuit_breaker), (Mode::Rolling, 100, 200, true));
+        let err = Config::parse(r#"{"mode":"rolling","cluster":"prod","listener_arn":"arn:aws:elasticloadbalancing:us-east-1:1:listener/app/web/1/2"}"#).unwrap_err();
+        assert_eq!(err.0, "listener_arn");
+        let err = Config::parse(r#"{"mode":"rolling","cluster":"prod","maximum_percent":100}"#).unwrap_err();
+        assert!(err.1.contains("cannot replace a task"), "{err:?}");
+        assert_eq!(Config::parse(r#"{"cluster":"prod"}"#).unwrap_err().0, "listener_arn");
+        let body = rolling_update(&c, "web", "arn:td:4", Some(3));
+        assert_eq!(body["deploymentConfiguration"]["deploymentCircuitBreaker"], json!({"enable": true, "rollback": false}));
+        assert_eq!((body["desiredCount"].clone(), body["taskDefinition"].clone()), (json!(3), json!("arn:td:4")));
+        // A zero count (a strategy that deploys at 0 and scales) keeps the service's count.
+        assert!(rolling_update(&c, "web", "arn:td:4", Some(0)).get("desiredCount").is_none());
+    }
+
+    /// What moto cannot show (it starts no deployment on UpdateService): ECS's rollout states.
+    #[test]
+    fn rolling_readiness_follows_the_ecs_deployment_of_the_new_revision() {
+        let svc = |state: &str, running: u32| {
+            json!({"serviceName": "web", "taskDefinition": "td:2", "desiredCount": 3, "runningCount": 5,
+                "tags": [{"key": "dax.candidate", "value": "td:2"}],
+                "deployments": [
+                    {"id": "ecs-svc/2", "status": "PRIMARY", "taskDefinition": "td:2", "desiredCount": 3, "runningCount": running, "pendingCount": 3 - running, "rolloutState": state, "rolloutStateReason": "tasks failed to start"},
+                    {"id": "ecs-svc/1", "status": "ACTIVE", "taskDefinition": "td:1", "desiredCount": 3, "runningCount": 3}]})
+        };
+        assert_eq!(tag_of(&svc("", 0), CANDIDATE_TAG), "td:2");
+        let s = rolling_readiness(&svc("IN_PROGRESS", 3), "td:2", &[], "v2".into());
+        assert_eq!((s.desired, s.ready), (3, 2), "all running but not COMPLETED is not ready: {s:?}");
+        let s = rolling_readiness(&svc("COMPLETED", 3), "td:2", &[], "v2".into());
+        assert_eq!((s.desired, s.ready), (3, 3), "{s:?}");
+        let states = vec!["healthy".to_string(), "healthy".into(), "draining".into(), "initial".into()];
+        assert_eq!(rolling_readiness(&svc("COMPLETED", 3), "td:2", &states, "v2".into()).ready, 2);
+        let s = rolling_readiness(&svc("FAILED", 1), "td:2", &[], "v2".into());
+        assert_eq!(s.ready, 0);
+        assert!(s.message.contains("circuit breaker: tasks failed to start"), "{}", s.message);
+        // No deployment of that revision listed (moto): the service's counts.
+        let s = rolling_readiness(&svc("COMPLETED", 3), "td:9", &[], "v9".into());
+        assert!(s.message.contains("the service's counts"), "{}", s.message);
+        assert_eq!(s.ready, 5);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct AwsGrant {
     /// match one of them; when absent, ARNs are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Vec<String>>,
+    /// The account the credentials act in (12 digits). With `resources`, bare resource names
+    /// (`"cluster": "prod"`) are expanded to ARNs in this account and the request's region
+    /// and checked; without it they are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// Shared config/credentials profile. Default: `$AWS_PROFILE`, then `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
@@ -103,6 +108,14 @@ impl AwsGrant {
                 return Err((
                     "grants.aws.resources",
                     format!("`{p}` is not an ARN pattern (e.g. \"arn:aws:ecs:eu-west-1:123456789012:service/prod/*\")"),
+                ));
+            }
+        }
+        if let Some(a) = &self.account {
+            if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) {
+                return Err((
+                    "grants.aws.account",
+                    format!("`{a}` is not an AWS account id (12 digits, e.g. \"123456789012\")"),
                 ));
             }
         }

@@ -12,6 +12,7 @@
 
 mod client;
 pub mod grant;
+mod names;
 
 pub use client::AwsAccess;
 pub use grant::AwsGrant;
@@ -131,9 +132,14 @@ async fn call(access: &AwsAccess, req: AwsRequest) -> Result<AwsResponse, AwsFai
     grant
         .allow_region(plugin, &region)
         .map_err(AwsFailure::Denied)?;
+    let named = match grant.resources {
+        Some(_) => expanded_names(plugin, grant, &req.service, &region, &req.body)?,
+        None => Vec::new(),
+    };
     let out = encode(&req.service, &req.action, region, req.body)?;
+    let arns = arns_in(&out);
     grant
-        .allow_resources(plugin, arns_in(&out).iter().map(String::as_str))
+        .allow_resources(plugin, arns.iter().chain(&named).map(String::as_str))
         .map_err(AwsFailure::Denied)?;
     let answer = access.send(&out).await?;
     Ok(AwsResponse {
@@ -141,6 +147,59 @@ async fn call(access: &AwsAccess, req: AwsRequest) -> Result<AwsResponse, AwsFai
         body: answer.body,
         request_id: answer.request_id,
     })
+}
+
+/// The ARNs the bare names of a request resolve to (see names.rs), or the refusal of a name
+/// that cannot be scoped.
+fn expanded_names(
+    plugin: &str,
+    grant: &AwsGrant,
+    service: &str,
+    region: &str,
+    body: &Protocol,
+) -> Result<Vec<String>, AwsFailure> {
+    let json = match body {
+        Protocol::Json(j) => serde_json::from_str::<serde_json::Value>(&j.body).ok(),
+        Protocol::Query(_) => None,
+    };
+    let query = match body {
+        Protocol::Query(q) => Some(q.params.as_slice()),
+        Protocol::Json(_) => None,
+    };
+    let mut arns = Vec::new();
+    for n in names::bare_names(
+        service,
+        region,
+        grant.account.as_deref(),
+        json.as_ref(),
+        query,
+    ) {
+        match n.arn {
+            _ if n.malformed => {
+                return Err(AwsFailure::Denied(format!(
+                    "plugin `{plugin}` passed `{}` in `{}`, which is neither a resource name nor an ARN, so grants.aws.resources cannot scope it",
+                    escape(&n.name),
+                    escape(&n.field)
+                )))
+            }
+            Some(arn) => arns.push(arn),
+            None if service == "ecs" => {
+                return Err(AwsFailure::Denied(format!(
+                    "plugin `{plugin}` names `{}` in `{}` without an ARN, which grants.aws.resources cannot scope: set grants.aws.account of [plugins.{plugin}] (the account the credentials act in) so the host can expand names, or pass the full ARN",
+                    escape(&n.name),
+                    escape(&n.field)
+                )))
+            }
+            None => {
+                return Err(AwsFailure::Denied(format!(
+                    "plugin `{plugin}` names `{}` in `{}` without an ARN, which grants.aws.resources cannot scope: pass the ARN instead (e.g. LoadBalancerArns / TargetGroupArns)",
+                    escape(&n.name),
+                    escape(&n.field)
+                )))
+            }
+        }
+    }
+    Ok(arns)
 }
 
 /// Build the body and headers of the service's protocol. The action comes from the checked
