@@ -498,6 +498,13 @@ pub async fn traffic_problems(cfg: &LoadedConfig, set: &ResolvedSet, mode: Mode)
             .iter()
             .filter(|i| i.scenario == Scenario::ChecksPass)
         {
+            // A planned wait is not progress, so a wait as long as the deadline ends the
+            // rollout (e.g. blue-green's scaleDownDelay against a short progress_deadline).
+            let help = if i.why.starts_with("progress deadline exceeded") {
+                "raise `progress_deadline` in [deployment] above the strategy's longest wait, or shorten that wait in [strategy.params]"
+            } else {
+                help
+            };
             problems.push(cfg.problem(
                 "strategy.plugin",
                 format!(
