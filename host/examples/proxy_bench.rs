@@ -325,7 +325,9 @@ http {{
         };
         // Ready when it answers.
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && n.worker_pids().len() == workers as usize {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && n.worker_pids().len() == workers as usize
+            {
                 return Ok(n);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -369,7 +371,9 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -135,6 +135,7 @@ impl Pool {
             .ok()
             .map(|_| HeaderValue::from_static(intern(&version)));
         Pool {
+            version_name: intern(&version),
             key: SeriesKey {
                 app: String::new(),
                 slot,
@@ -147,7 +148,6 @@ impl Pool {
             next: AtomicUsize::new(0),
             series: None,
             version_header,
-            version_name: intern(&version),
         }
     }
 
@@ -200,7 +200,6 @@ impl CompiledMatch {
                 .header
                 .iter()
                 .flat_map(|h| headers.get_all(h))
-                .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| self.matcher.test(v)),
             MatchSource::Cookie => headers
@@ -557,7 +556,10 @@ fn bad_gateway(status: StatusCode, text: String) -> Response<Body> {
     r
 }
 
-async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    conn: Arc<ClientConn>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let Some(route) = conn.ctx.route(req.headers()) else {
         return Ok(bad_gateway(
@@ -615,7 +617,11 @@ async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Result<Respons
     let upstream = upstream_request(&method, path, headers, body, &route.upstream, pooled);
     let sent = async {
         if pooled {
-            conn.ctx.client.request(upstream).await.map_err(|e| e.to_string())
+            conn.ctx
+                .client
+                .request(upstream)
+                .await
+                .map_err(|e| e.to_string())
         } else {
             conn.upstreams.send(port, upstream).await
         }
@@ -844,7 +850,9 @@ mod tests {
                     let mut buf = vec![0u8; 4096];
                     let mut got = Vec::new();
                     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let Ok(n) = stream.read(&mut buf).await else { return };
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -896,7 +904,10 @@ mod tests {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = sender.send_request(req.body(empty()).unwrap()).await.unwrap();
+        let resp = sender
+            .send_request(req.body(empty()).unwrap())
+            .await
+            .unwrap();
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (
@@ -932,7 +943,10 @@ mod tests {
                 assert!(!body.contains(gone), "`{gone}` was forwarded:\n{body}");
             }
             for gone in ["keep-alive", "x-secret-hop"] {
-                assert!(!headers.contains_key(gone), "`{gone}` came back: {headers:?}");
+                assert!(
+                    !headers.contains_key(gone),
+                    "`{gone}` came back: {headers:?}"
+                );
             }
             assert_eq!(headers["x-dax-version"], "v1");
             assert_eq!(headers["x-dax-slot"], "stable");
@@ -980,7 +994,9 @@ mod tests {
         let (status, _, body) = get(&mut c, "/", &[]).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
         assert!(
-            body.contains(&format!("proxytest v1 (port {port}) failed: cannot connect")),
+            body.contains(&format!(
+                "proxytest v1 (port {port}) failed: cannot connect"
+            )),
             "{body}"
         );
     }
