@@ -1,34 +1,58 @@
-//! The local proxy's cost: latency (p50/p99) and throughput through the proxy vs straight to
-//! the app, measured with `wrk` in one run, printed as a table.
+//! The local proxy side by side with nginx: throughput, p50/p99 and CPU per request of the
+//! `local` target's proxy and of nginx in front of the SAME backends, measured with `wrk` in
+//! one run (interleaved rounds), printed as tables with the ratios dax/nginx.
 //!
-//!     cargo run --release -p dax --example proxy_bench -- [--duration 10s] [--connections 32]
-//!         [--threads 2] [--backend native|python]
+//!     cargo run --release -p dax --example proxy_bench -- [--duration 5s] [--rounds 5]
+//!         [--connections 32] [--threads 2] [--proxy-workers 2] [--nginx-workers 1,2]
+//!         [--backend native|python] [--no-nginx]
+//!
+//! What each proxy runs (the same routing work, so the comparison is fair):
+//! - dax: the `local` target's proxy in this process, candidate weight 10% (9:1), one header
+//!   match (`x-canary: always` goes to the candidate), mirroring 10% of the stable traffic to
+//!   the candidate, per-version statistics, hop-by-hop headers stripped, 30 s upstream timeout;
+//!   a tokio runtime of `--proxy-workers` threads (the `dax` binary uses one per core).
+//! - nginx (Debian `nginx-light` or `nginx`): `upstream` with `weight=9` / `weight=1` and
+//!   `keepalive 64`, a `map` on `$http_x_canary` choosing the candidate upstream, `mirror` to an
+//!   internal location that forwards 10% of requests (`split_clients` on `$request_id`) to the
+//!   candidate, `X-Forwarded-For`, access log off, HTTP/1.1 keepalive to the backends; once with
+//!   1 worker process and once with 2.
 //!
 //! Backends: `native` (default) is this binary re-executed as a minimal hyper server, so the
-//! app is not the bottleneck and the proxy's own overhead shows; `python` is the demo app
-//! (`examples/demo-app/app.py`), the quickstart's real app. Each backend runs as a `local`
-//! target stable version, exactly as in a deployment (the candidate gets 0% here, so the path
-//! measured is the common one: route choice, forward, record stats). Needs `wrk` on PATH
-//! (Debian package `wrk`). All traffic stays on 127.0.0.1. Run it on an otherwise idle machine:
-//! wrk, the proxy and the app share the cores.
+//! app is not the bottleneck and the proxies' own overhead shows; `python` is the demo app
+//! (`examples/demo-app/app.py`). Both versions run as `local` target processes, exactly as in a
+//! deployment. CPU per request is the proxy process's (all nginx processes') utime+stime from
+//! /proc divided by the requests wrk completed. Needs `wrk` and `nginx` on PATH. All traffic
+//! stays on 127.0.0.1. wrk, the proxies and the backends share the cores: compare ratios
+//! within one run.
 
-use dax::contract::{Target, Workload};
+use dax::contract::{MatchSource, RequestMatch, StringMatch, Target, TrafficSplit, Workload};
 use dax::local::LocalTarget;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The allocator of the `dax` binary, so the proxy is measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Clone)]
 struct Opts {
     duration: String,
+    rounds: u32,
     connections: u32,
     threads: u32,
+    proxy_workers: usize,
+    nginx_workers: Vec<u32>,
     backend: String,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
-        duration: "10s".into(),
+        duration: "5s".into(),
+        rounds: 5,
         connections: 32,
         threads: 2,
+        proxy_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        nginx_workers: vec![1, 2],
         backend: "native".into(),
     };
     let mut args = std::env::args().skip(1);
@@ -39,11 +63,21 @@ fn parse_opts() -> anyhow::Result<Opts> {
         };
         match a.as_str() {
             "--duration" => o.duration = val()?,
+            "--rounds" => o.rounds = val()?.parse()?,
             "--connections" => o.connections = val()?.parse()?,
             "--threads" => o.threads = val()?.parse()?,
+            "--proxy-workers" => o.proxy_workers = val()?.parse()?,
+            "--nginx-workers" => {
+                o.nginx_workers = val()?
+                    .split(',')
+                    .map(|w| w.trim().parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--no-nginx" => o.nginx_workers.clear(),
             "--backend" => o.backend = val()?,
             other => anyhow::bail!(
-                "unknown option `{other}`: use --duration, --connections, --threads, --backend native|python"
+                "unknown option `{other}`: use --duration, --rounds, --connections, --threads, \
+                 --proxy-workers, --nginx-workers 1,2, --no-nginx, --backend native|python"
             ),
         }
     }
@@ -72,10 +106,14 @@ async fn serve_backend(port: u16, version: String) -> anyhow::Result<()> {
     }
 }
 
+#[derive(Clone)]
 struct WrkResult {
     p50_ms: f64,
     p99_ms: f64,
     rps: f64,
+    requests: u64,
+    /// CPU of the proxy process(es) per completed request, in µs (None for `direct`).
+    cpu_us: Option<f64>,
     errors: String,
 }
 
@@ -93,15 +131,15 @@ fn to_ms(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * factor)
 }
 
-fn run_wrk(o: &Opts, url: &str) -> anyhow::Result<WrkResult> {
+fn run_wrk(threads: u32, connections: u32, duration: &str, url: &str) -> anyhow::Result<WrkResult> {
     let out = std::process::Command::new("wrk")
         .args([
             "-t",
-            &o.threads.to_string(),
+            &threads.to_string(),
             "-c",
-            &o.connections.to_string(),
+            &connections.to_string(),
             "-d",
-            &o.duration,
+            duration,
             "--latency",
             url,
         ])
@@ -131,27 +169,246 @@ fn run_wrk(o: &Opts, url: &str) -> anyhow::Result<WrkResult> {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join("; ");
+    // "123456 requests in 5.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(missing)?;
     Ok(WrkResult {
         p50_ms: field("50%").and_then(|v| to_ms(&v)).ok_or_else(missing)?,
         p99_ms: field("99%").and_then(|v| to_ms(&v)).ok_or_else(missing)?,
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .ok_or_else(missing)?,
+        requests,
+        cpu_us: None,
         errors,
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// utime + stime of `pid` in clock ticks (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state), so field 14 is index 11.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Clock ticks per second of /proc/PID/stat: USER_HZ, 100 on every Linux ABI.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The processes whose CPU counts as "the proxy" for one path.
+#[derive(Clone)]
+enum Cpu {
+    None,
+    Pids(Vec<u32>),
+}
+
+impl Cpu {
+    fn ticks(&self) -> u64 {
+        match self {
+            Cpu::None => 0,
+            Cpu::Pids(pids) => pids.iter().map(|&p| cpu_ticks(p)).sum(),
+        }
+    }
+}
+
+/// One measured run of wrk against `url`, with the proxy's CPU per request.
+fn measure(o: &Opts, url: &str, cpu: &Cpu) -> anyhow::Result<WrkResult> {
+    let before = cpu.ticks();
+    let mut r = run_wrk(o.threads, o.connections, &o.duration, url)?;
+    let after = cpu.ticks();
+    if let Cpu::Pids(_) = cpu {
+        let secs = (after - before) as f64 / TICKS_PER_SEC;
+        r.cpu_us = Some(secs * 1e6 / r.requests.max(1) as f64);
+    }
+    Ok(r)
+}
+
+/// One nginx master (with its workers) in front of the two backends.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    workers: u32,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(workers: u32, stable: u16, candidate: u16, base: &Path) -> anyhow::Result<Nginx> {
+        let nginx = which("nginx").ok_or_else(|| {
+            anyhow::anyhow!(
+                "nginx is not installed: `apt-get install nginx-light` (Debian; or `nginx`), \
+                 or pass --no-nginx to measure only the dax proxy"
+            )
+        })?;
+        let port = free_port()?;
+        let dir = base.join(format!("nginx-{workers}w"));
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        let conf = format!(
+            r#"worker_processes {workers};
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream weighted {{
+        server 127.0.0.1:{stable} weight=9;
+        server 127.0.0.1:{candidate} weight=1;
+        keepalive 64;
+    }}
+    upstream candidate {{
+        server 127.0.0.1:{candidate};
+        keepalive 64;
+    }}
+    # The header match: `x-canary: always` goes to the candidate.
+    map $http_x_canary $route {{
+        always  candidate;
+        default weighted;
+    }}
+    # Mirror 10% of requests to the candidate.
+    split_clients "${{request_id}}" $mirror_this {{
+        10% 1;
+        *   0;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            mirror /_mirror;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_pass http://$route;
+        }}
+        location = /_mirror {{
+            internal;
+            if ($mirror_this = 0) {{ return 204; }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://candidate$request_uri;
+        }}
+    }}
+}}
+"#
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let n = Nginx {
+            child,
+            port,
+            workers,
+            dir,
+        };
+        // Ready when it answers.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && n.worker_pids().len() == workers as usize
+            {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("nginx did not start: see {}/error.log", n.dir.display())
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    fn cpu(&self) -> Cpu {
+        let mut pids = self.worker_pids();
+        pids.push(self.child.id());
+        Cpu::Pids(pids)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: graceful stop of master and workers.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve-backend") {
         let port = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(8081);
         let version = args.get(3).cloned().unwrap_or_else(|| "v1".into());
-        return serve_backend(port, version).await;
+        return tokio::runtime::Runtime::new()?.block_on(serve_backend(port, version));
     }
     let o = parse_opts()?;
+    // The proxy runs on this runtime's workers; the bench itself drives wrk from the main
+    // thread (blocking), which is not one of them.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.proxy_workers)
+        .enable_all()
+        .build()?;
+    rt.block_on(async { run(o).await })
+}
+
+async fn run(o: Opts) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/app.py");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/app.py");
     let (command, stable_args, artifact) = match o.backend.as_str() {
         "native" => (
             exe.to_string_lossy().into_owned(),
@@ -183,7 +440,7 @@ async fn main() -> anyhow::Result<()> {
             "readiness_path": readiness,
             "stable": { "version": "v1", "command": command, "args": stable_args },
         }),
-        std::path::Path::new("."),
+        Path::new("."),
     )
     .await?;
     target
@@ -195,55 +452,186 @@ async fn main() -> anyhow::Result<()> {
             spec: "{}".into(),
         })
         .await?;
-    let stable = target
-        .backends()
-        .await
-        .into_iter()
-        .find(|b| b.slot == dax::contract::Slot::Stable)
-        .ok_or_else(|| anyhow::anyhow!("no stable backend"))?;
-    let direct = format!("http://127.0.0.1:{}/", stable.port);
-    let proxied = format!("http://{}/", target.proxy_addr());
-
-    // Warm both paths (connection pools, page cache) before measuring.
-    let warm = Opts {
-        duration: "1s".into(),
-        ..o.clone()
+    target
+        .set_traffic(
+            "bench",
+            &TrafficSplit {
+                candidate_weight: 10,
+                matches: vec![RequestMatch {
+                    source: MatchSource::Header,
+                    name: "x-canary".into(),
+                    value: StringMatch::Exact("always".into()),
+                }],
+                mirror_percent: 10,
+            },
+        )
+        .await?;
+    let backends = target.backends().await;
+    let port_of = |slot| {
+        backends
+            .iter()
+            .find(|b| b.slot == slot)
+            .map(|b| b.port)
+            .ok_or_else(|| anyhow::anyhow!("no {slot:?} backend"))
     };
-    run_wrk(&warm, &direct)?;
-    run_wrk(&warm, &proxied)?;
-    let d = run_wrk(&o, &direct)?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let p = run_wrk(&o, &proxied)?;
+    let (stable, candidate) = (
+        port_of(dax::contract::Slot::Stable)?,
+        port_of(dax::contract::Slot::Candidate)?,
+    );
 
+    let tmp = tempfile::tempdir()?;
+    let mut nginxes = Vec::new();
+    for &w in &o.nginx_workers {
+        nginxes.push(Nginx::start(w, stable, candidate, tmp.path())?);
+    }
+
+    let mut paths: Vec<(String, String, Cpu)> = vec![
+        (
+            "direct".into(),
+            format!("http://127.0.0.1:{stable}/"),
+            Cpu::None,
+        ),
+        (
+            "dax".into(),
+            format!("http://{}/", target.proxy_addr()),
+            Cpu::Pids(vec![std::process::id()]),
+        ),
+    ];
+    for n in &nginxes {
+        paths.push((
+            format!("nginx-{}w", n.workers),
+            format!("http://127.0.0.1:{}/", n.port),
+            n.cpu(),
+        ));
+    }
+
+    // wrk runs block this (non-worker) thread; the proxy keeps running on the workers.
+    let results = measure_all(&o, &paths)?;
+    print_report(&o, &paths, &results);
+
+    drop(nginxes);
+    target.finalize("bench").await?;
+    Ok(())
+}
+
+struct Results {
+    /// rounds[r][p]: round r, path p.
+    rounds: Vec<Vec<WrkResult>>,
+    /// One connection (`wrk -t1 -c1`), per path.
+    single: Vec<WrkResult>,
+}
+
+fn measure_all(o: &Opts, paths: &[(String, String, Cpu)]) -> anyhow::Result<Results> {
+    // Warm every path (connection pools, page cache) before measuring.
+    for (_, url, _) in paths {
+        run_wrk(o.threads, o.connections, "1s", url)?;
+    }
+    let mut rounds = Vec::new();
+    for r in 0..o.rounds {
+        let mut row = Vec::new();
+        for (name, url, cpu) in paths {
+            std::thread::sleep(Duration::from_millis(300));
+            let res = measure(o, url, cpu)?;
+            eprintln!(
+                "round {} {name:<9} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req {}",
+                r + 1,
+                res.rps,
+                res.p50_ms,
+                res.p99_ms,
+                res.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
+                res.errors
+            );
+            row.push(res);
+        }
+        rounds.push(row);
+    }
+    let mut single = Vec::new();
+    for (_, url, cpu) in paths {
+        std::thread::sleep(Duration::from_millis(300));
+        let one = Opts {
+            threads: 1,
+            connections: 1,
+            ..o.clone()
+        };
+        single.push(measure(&one, url, cpu)?);
+    }
+    Ok(Results { rounds, single })
+}
+
+fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
     println!(
-        "\nlocal proxy benchmark: backend={}, wrk -t{} -c{} -d{}, {} cores",
+        "\nlocal proxy vs nginx: backend={}, wrk -t{} -c{} -d{}, {} interleaved rounds, {} cores, dax proxy on {} tokio workers",
         o.backend,
         o.threads,
         o.connections,
         o.duration,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        o.rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.proxy_workers
     );
-    println!("| path    | p50 (ms) | p99 (ms) | requests/s |");
-    println!("|---------|---------:|---------:|-----------:|");
-    for (name, r) in [("direct", &d), ("proxy", &p)] {
-        println!(
-            "| {name:<7} | {:>8.3} | {:>8.3} | {:>10.0} |",
-            r.p50_ms, r.p99_ms, r.rps
+    println!("| path | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let col = |p: usize, f: &dyn Fn(&WrkResult) -> f64| -> Vec<f64> {
+        res.rounds.iter().map(|row| f(&row[p])).collect()
+    };
+    let mut med = Vec::new();
+    for (p, (name, _, _)) in paths.iter().enumerate() {
+        let rps = col(p, &|r| r.rps);
+        let (lo, hi) = rps
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let m = (
+            median(rps.clone()),
+            median(col(p, &|r| r.p50_ms)),
+            median(col(p, &|r| r.p99_ms)),
+            median(col(p, &|r| r.cpu_us.unwrap_or(f64::NAN))),
         );
+        let cpu = if m.3.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{:.1}", m.3)
+        };
+        println!(
+            "| {name} | {:.0} | {lo:.0}–{hi:.0} | {:.3} | {:.3} | {cpu} |",
+            m.0, m.1, m.2
+        );
+        med.push(m);
     }
-    println!(
-        "| added   | {:>+8.3} | {:>+8.3} | {:>+9.1}% |",
-        p.p50_ms - d.p50_ms,
-        p.p99_ms - d.p99_ms,
-        100.0 * (p.rps - d.rps) / d.rps
-    );
-    for (name, r) in [("direct", &d), ("proxy", &p)] {
-        if !r.errors.is_empty() {
-            println!("{name}: {}", r.errors);
+    if let Some(dax) = paths.iter().position(|(n, _, _)| n == "dax") {
+        let d = med[dax];
+        for (p, (name, _, _)) in paths.iter().enumerate() {
+            if !name.starts_with("nginx") {
+                continue;
+            }
+            let n = med[p];
+            println!(
+                "dax / {name}: throughput {:.2}×, p50 {:.2}×, p99 {:.2}×, CPU/request {:.2}×",
+                d.0 / n.0,
+                d.1 / n.1,
+                d.2 / n.2,
+                d.3 / n.3
+            );
         }
     }
-    target.finalize("bench").await?;
-    Ok(())
+    println!("\none connection (wrk -t1 -c1 -d{}):", o.duration);
+    println!("| path | p50 ms | p99 ms | added p50 µs | CPU µs/req |");
+    println!("|---|---:|---:|---:|---:|");
+    let direct = res.single[0].p50_ms;
+    for (p, (name, _, _)) in paths.iter().enumerate() {
+        let r = &res.single[p];
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.0} | {} |",
+            r.p50_ms,
+            r.p99_ms,
+            (r.p50_ms - direct) * 1000.0,
+            r.cpu_us.map_or("–".into(), |c| format!("{c:.1}"))
+        );
+    }
+    for row in &res.rounds {
+        for (p, r) in row.iter().enumerate() {
+            if !r.errors.is_empty() {
+                println!("{}: {}", paths[p].0, r.errors);
+            }
+        }
+    }
 }

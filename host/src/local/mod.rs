@@ -41,7 +41,7 @@ use stats::SlotLabel;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -361,7 +361,7 @@ impl LocalTarget {
         let proxy_addr = proxy_listener.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
         let client = proxy::client();
-        let routes: SharedRoutes = Arc::new(RwLock::new(Arc::new(RouteTable::empty())));
+        let routes: SharedRoutes = proxy::shared_routes();
         let servers = vec![
             proxy::start_proxy(proxy_listener, routes.clone(), client.clone()),
             proxy::start_metrics(metrics_listener),
@@ -572,7 +572,7 @@ impl LocalTarget {
             pool(SlotLabel::Candidate, &st.candidate),
             &st.split,
         )?;
-        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.routes.store(Arc::new(table));
         Ok(())
     }
 
@@ -871,7 +871,7 @@ impl Target for LocalTarget {
         let stable = std::mem::take(&mut st.stable);
         let candidate = std::mem::take(&mut st.candidate);
         st.finalized = true;
-        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(RouteTable::empty());
+        self.routes.store(Arc::new(RouteTable::empty()));
         for server in self
             .servers
             .lock()

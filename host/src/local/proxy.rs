@@ -4,21 +4,29 @@
 
 use super::stats::{registry, SeriesKey, SlotLabel};
 use crate::contract::{MatchSource, RequestMatch, StringMatch, TrafficSplit};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1 as upstream_http1;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng as _;
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -70,37 +78,91 @@ pub async fn probe(
     }
 }
 
+/// Strings the proxy puts in every request or response (versions, app names, upstream
+/// authorities), allocated once per distinct value for the life of the process, so copying
+/// them per request costs no allocation and no reference count. Bounded by the distinct
+/// versions and ports one host ever runs.
+fn intern(s: &str) -> &'static str {
+    static SET: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    let mut set = SET.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&v) = set.get(s) {
+        return v;
+    }
+    let v: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    set.insert(v);
+    v
+}
+
+/// One replica: its port and the `127.0.0.1:PORT` authority, built once.
+#[derive(Clone)]
+struct Upstream {
+    port: u16,
+    authority: Authority,
+    host: HeaderValue,
+}
+
+impl Upstream {
+    fn new(port: u16) -> Self {
+        let text = intern(&format!("127.0.0.1:{port}"));
+        Upstream {
+            port,
+            authority: Authority::from_static(text),
+            host: HeaderValue::from_static(text),
+        }
+    }
+}
+
 /// The replicas of one version in one slot.
 pub struct Pool {
     pub slot: SlotLabel,
     pub version: String,
     pub ports: Vec<u16>,
+    upstreams: Vec<Upstream>,
     next: AtomicUsize,
     /// The stats series this pool records into (its app is filled in by `RouteTable::new`).
     key: SeriesKey,
+    /// That series, resolved once when the table is built.
+    series: Option<&'static super::stats::Series>,
+    /// `x-dax-version` (None when the version is not a valid header value).
+    version_header: Option<HeaderValue>,
+    /// `version`, interned for the error messages of requests in flight.
+    version_name: &'static str,
 }
 
 impl Pool {
     pub fn new(slot: SlotLabel, version: String, ports: Vec<u16>) -> Self {
+        let version_header = HeaderValue::from_str(&version)
+            .ok()
+            .map(|_| HeaderValue::from_static(intern(&version)));
         Pool {
+            version_name: intern(&version),
             key: SeriesKey {
                 app: String::new(),
                 slot,
                 version: version.clone(),
             },
             slot,
+            upstreams: ports.iter().map(|&p| Upstream::new(p)).collect(),
             version,
             ports,
             next: AtomicUsize::new(0),
+            series: None,
+            version_header,
         }
     }
 
-    fn pick(&self) -> Option<u16> {
-        if self.ports.is_empty() {
-            return None;
+    fn pick(&self) -> Option<&Upstream> {
+        match self.upstreams.len() {
+            0 => None,
+            // One replica (the common case): no shared round-robin counter to bounce
+            // between cores.
+            1 => self.upstreams.first(),
+            n => Some(&self.upstreams[self.next.fetch_add(1, Ordering::Relaxed) % n]),
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.ports[i % self.ports.len()])
+    }
+
+    fn series(&self) -> &'static super::stats::Series {
+        self.series.unwrap_or_else(|| registry().series(&self.key))
     }
 }
 
@@ -124,16 +186,20 @@ impl Matcher {
 
 struct CompiledMatch {
     source: MatchSource,
+    /// The cookie name, or the header name in lower case.
     name: String,
+    /// The header name, parsed once (for header matches).
+    header: Option<HeaderName>,
     matcher: Matcher,
 }
 
 impl CompiledMatch {
     fn holds(&self, headers: &HeaderMap) -> bool {
         match self.source {
-            MatchSource::Header => headers
-                .get_all(self.name.as_str())
+            MatchSource::Header => self
+                .header
                 .iter()
+                .flat_map(|h| headers.get_all(h))
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| self.matcher.test(v)),
             MatchSource::Cookie => headers
@@ -150,6 +216,8 @@ impl CompiledMatch {
 /// An immutable routing snapshot; the target swaps in a new one on every change.
 pub struct RouteTable {
     pub app: String,
+    /// `app`, interned for the error messages of requests in flight.
+    app_name: &'static str,
     pub stable: Option<Pool>,
     pub candidate: Option<Pool>,
     weight: u8,
@@ -161,6 +229,7 @@ impl RouteTable {
     pub fn empty() -> Self {
         RouteTable {
             app: String::new(),
+            app_name: "",
             stable: None,
             candidate: None,
             weight: 0,
@@ -179,11 +248,13 @@ impl RouteTable {
         let with_app = |p: Option<Pool>| {
             p.map(|mut p| {
                 p.key.app = app.clone();
+                p.series = Some(registry().series(&p.key));
                 p
             })
         };
         let (stable, candidate) = (with_app(stable), with_app(candidate));
         Ok(RouteTable {
+            app_name: intern(&app),
             app,
             stable,
             candidate,
@@ -219,16 +290,16 @@ fn compile_matches(matches: &[RequestMatch]) -> Result<Vec<CompiledMatch>, Strin
     matches
         .iter()
         .map(|m| {
-            let name = match m.source {
+            let (name, header) = match m.source {
                 // Header names are case-insensitive; cookie names are not.
                 MatchSource::Header => {
                     let lower = m.name.to_ascii_lowercase();
-                    HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
+                    let header = HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
                         format!("invalid header name `{}` in a traffic match", m.name)
                     })?;
-                    lower
+                    (lower, Some(header))
                 }
-                MatchSource::Cookie => m.name.clone(),
+                MatchSource::Cookie => (m.name.clone(), None),
             };
             let matcher = match &m.value {
                 StringMatch::Exact(s) => Matcher::Exact(s.clone()),
@@ -244,166 +315,360 @@ fn compile_matches(matches: &[RequestMatch]) -> Result<Vec<CompiledMatch>, Strin
             Ok(CompiledMatch {
                 source: m.source,
                 name,
+                header,
                 matcher,
             })
         })
         .collect()
 }
 
-pub type SharedRoutes = Arc<RwLock<Arc<RouteTable>>>;
+pub type SharedRoutes = Arc<ArcSwap<RouteTable>>;
+
+/// A new, empty routing table to share between the target and its proxy.
+pub fn shared_routes() -> SharedRoutes {
+    Arc::new(ArcSwap::from_pointee(RouteTable::empty()))
+}
 
 struct Ctx {
     routes: SharedRoutes,
+    /// How long a version may take to answer (response headers) before the client gets 504.
+    timeout: Duration,
+    /// For mirrored requests and HTTP/2 clients (see `Upstreams` for the common path).
     client: HttpClient,
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Also drop headers the Connection header names.
-    let named: Vec<String> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    for h in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
-        headers.remove(h);
-    }
-    headers.remove(hyper::header::TRANSFER_ENCODING);
+/// Where one request goes: copied out of the route table so nothing is held across an await.
+struct Route {
+    upstream: Upstream,
+    slot: SlotLabel,
+    app: &'static str,
+    version: &'static str,
+    version_header: Option<HeaderValue>,
+    series: &'static super::stats::Series,
+    /// The candidate replica and series to mirror this request to.
+    mirror: Option<(Upstream, &'static super::stats::Series)>,
 }
 
-fn upstream_request(
-    parts: &hyper::http::request::Parts,
-    port: u16,
-    body: Body,
-    client_addr: SocketAddr,
-) -> Request<Body> {
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = format!("http://127.0.0.1:{port}{pq}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1/"));
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    if let Ok(v) = HeaderValue::from_str(&client_addr.ip().to_string()) {
-        headers.append("x-forwarded-for", v);
+impl Ctx {
+    fn route(&self, headers: &HeaderMap) -> Option<Route> {
+        // A lock-free snapshot: no lock and (usually) no reference count per request.
+        let table = self.routes.load();
+        let (pool, mirror) = table.choose(headers);
+        let pool = pool?;
+        let mirror = if mirror {
+            table
+                .candidate
+                .as_ref()
+                .and_then(|c| Some((c.pick()?.clone(), c.series())))
+        } else {
+            None
+        };
+        Some(Route {
+            upstream: pool.pick()?.clone(),
+            slot: pool.slot,
+            app: table.app_name,
+            version: pool.version_name,
+            version_header: pool.version_header.clone(),
+            series: pool.series(),
+            mirror,
+        })
     }
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::UPGRADE,
+    hyper::header::TRANSFER_ENCODING,
+];
+
+/// Remove hop-by-hop headers in place, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(hyper::header::CONNECTION) {
+        // Rare on HTTP/1.1 (keep-alive is the default), so allocating here is fine.
+        let named: Vec<HeaderName> = headers
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+            .collect();
+        for h in named {
+            headers.remove(h);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// The upstream request: the client's method, path, headers and body, sent to `to`. An
+/// absolute URI for the pooled client, origin-form for this connection's own upstreams.
+fn upstream_request(
+    method: &hyper::Method,
+    path: Option<PathAndQuery>,
+    mut headers: HeaderMap,
+    body: Body,
+    to: &Upstream,
+    absolute: bool,
+) -> Request<Body> {
+    let mut uri = hyper::http::uri::Parts::default();
+    uri.path_and_query = Some(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    if absolute {
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(to.authority.clone());
+    }
+    if !headers.contains_key(hyper::header::HOST) {
+        headers.insert(hyper::header::HOST, to.host.clone());
+    }
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     *req.headers_mut() = headers;
     req
 }
 
-async fn handle(
+/// The upstream connections of ONE client connection, driven on that connection's own task.
+///
+/// A shared pooled client (hyper-util's) runs each upstream connection on a task of its own and
+/// hands every request to it through channels: two extra task wakeups per request, often on
+/// the other core, plus the pool's lock. Here each HTTP/1 client connection keeps its own
+/// keep-alive connection per replica (HTTP/1 has one request in flight per connection, so one
+/// is enough) and polls it in the same task that serves the client, the way nginx's worker
+/// handles both sides of a request in one event loop. Closed when the client's connection
+/// closes.
+#[derive(Default)]
+struct Upstreams {
+    /// Idle senders by port (a client connection rarely talks to more than two).
+    idle: Mutex<Vec<(u16, upstream_http1::SendRequest<Body>)>>,
+    driver: Mutex<Driver>,
+}
+
+#[derive(Default)]
+struct Driver {
+    conns: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    waker: Option<Waker>,
+}
+
+/// Upstream connections a client connection may keep (one per replica it was routed to).
+const MAX_IDLE_UPSTREAMS: usize = 8;
+
+impl Upstreams {
+    fn take(&self, port: u16) -> Option<upstream_http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let i = idle.iter().position(|(p, _)| *p == port)?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    fn put(&self, port: u16, sender: upstream_http1::SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE_UPSTREAMS {
+            idle.remove(0);
+        }
+        idle.push((port, sender));
+    }
+
+    /// Drop the connection to `port` (after a failure or timeout, when its state is unknown).
+    fn forget(&self, port: u16) {
+        drop(self.take(port));
+    }
+
+    async fn connect(&self, port: u16) -> Result<upstream_http1::SendRequest<Body>, String> {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = upstream_http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let waker = {
+            let mut d = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+            d.conns.push(Box::pin(async move {
+                let _ = conn.await;
+            }));
+            d.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(sender)
+    }
+
+    /// Send `req` on this client connection's connection to `port`, opening one if needed; a
+    /// request a reused connection could not even start (closed meanwhile) is retried once on
+    /// a new one.
+    async fn send(&self, port: u16, req: Request<Body>) -> Result<Response<Incoming>, String> {
+        let (mut sender, reused) = match self.take(port) {
+            Some(s) if !s.is_closed() => (s, true),
+            _ => (self.connect(port).await?, false),
+        };
+        if sender.ready().await.is_err() {
+            sender = self.connect(port).await?;
+            sender.ready().await.map_err(|e| e.to_string())?;
+        }
+        let sent = sender.try_send_request(req);
+        self.put(port, sender);
+        match sent.await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(req) if reused => {
+                    self.forget(port);
+                    let mut sender = self.connect(port).await?;
+                    sender.ready().await.map_err(|e| e.to_string())?;
+                    let sent = sender.send_request(req);
+                    self.put(port, sender);
+                    sent.await.map_err(|e| e.to_string())
+                }
+                _ => Err(e.into_error().to_string()),
+            },
+        }
+    }
+
+    /// Poll every upstream connection; never completes (runs beside the client connection).
+    fn drive(self: Arc<Self>) -> impl Future<Output = ()> + Send {
+        std::future::poll_fn(move |cx: &mut Context<'_>| {
+            let mut d = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+            if !d.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                d.waker = Some(cx.waker().clone());
+            }
+            while let Poll::Ready(Some(())) = d.conns.poll_next_unpin(cx) {}
+            Poll::<()>::Pending
+        })
+    }
+}
+
+/// What one client connection shares between its requests.
+struct ClientConn {
     ctx: Arc<Ctx>,
+    forwarded_for: Option<HeaderValue>,
+    upstreams: Arc<Upstreams>,
+}
+
+fn bad_gateway(status: StatusCode, text: String) -> Response<Body> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(
+    conn: Arc<ClientConn>,
     req: Request<Incoming>,
-    client_addr: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let table = ctx.routes.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let (pool, mirror) = table.choose(req.headers());
-    let Some(pool) = pool else {
-        let mut resp = Response::new(full(
-            "dax local proxy: no version is running yet (the deployment has not started or has finished)\n",
+    let Some(route) = conn.ctx.route(req.headers()) else {
+        return Ok(bad_gateway(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dax local proxy: no version is running yet (the deployment has not started or has finished)\n".into(),
         ));
-        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        return Ok(resp);
     };
-    let port = pool.pick().expect("choose() only returns non-empty pools");
     let (parts, body) = req.into_parts();
+    let (method, version) = (parts.method, parts.version);
+    let path = parts.uri.into_parts().path_and_query;
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if let Some(v) = &conn.forwarded_for {
+        headers.append("x-forwarded-for", v.clone());
+    }
 
-    let body: Body = if mirror {
+    let body: Body = if let Some((to, series)) = route.mirror {
         match Limited::new(body, MIRROR_BODY_LIMIT).collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
-                if let Some(cand) = table.candidate.as_ref() {
-                    if let Some(mport) = cand.pick() {
-                        let mreq =
-                            upstream_request(&parts, mport, full(bytes.clone()), client_addr);
-                        let client = ctx.client.clone();
-                        let mkey = cand.key.clone();
-                        tokio::spawn(async move {
-                            // The answer is discarded; only the fact it was served is recorded.
-                            if let Ok(Ok(resp)) =
-                                tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(mreq)).await
-                            {
-                                let _ = resp.into_body().collect().await;
-                                registry().record_mirrored(&mkey);
-                            }
-                        });
+                let mreq = upstream_request(
+                    &method,
+                    path.clone(),
+                    headers.clone(),
+                    full(bytes.clone()),
+                    &to,
+                    true,
+                );
+                let client = conn.ctx.client.clone();
+                let timeout = conn.ctx.timeout;
+                tokio::spawn(async move {
+                    // The answer is discarded; only the fact it was served is recorded.
+                    if let Ok(Ok(resp)) = tokio::time::timeout(timeout, client.request(mreq)).await
+                    {
+                        let _ = resp.into_body().collect().await;
+                        series.record_mirrored();
                     }
-                }
+                });
                 full(bytes)
             }
             Err(e) => {
-                let mut resp = Response::new(full(format!(
-                    "dax local proxy: cannot read the request body: {e}\n"
-                )));
-                *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                return Ok(resp);
+                return Ok(bad_gateway(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("dax local proxy: cannot read the request body: {e}\n"),
+                ));
             }
         }
     } else {
         body.boxed()
     };
 
-    let upstream = upstream_request(&parts, port, body, client_addr);
-    let result = tokio::time::timeout(UPSTREAM_TIMEOUT, ctx.client.request(upstream)).await;
-    let mut resp = match result {
-        Ok(Ok(resp)) => resp.map(|b| b.boxed()),
-        Ok(Err(e)) => {
-            let mut r = Response::new(full(format!(
-                "dax local proxy: {} {} (port {port}) failed: {e}\n",
-                table.app, pool.version
-            )));
-            *r.status_mut() = StatusCode::BAD_GATEWAY;
-            r
-        }
-        Err(_) => {
-            let mut r = Response::new(full(format!(
-                "dax local proxy: {} {} (port {port}) did not answer within {UPSTREAM_TIMEOUT:?}\n",
-                table.app, pool.version
-            )));
-            *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-            r
+    let port = route.upstream.port;
+    // HTTP/2 clients send requests concurrently on one connection: they use the shared pool.
+    let pooled = version == Version::HTTP_2;
+    let upstream = upstream_request(&method, path, headers, body, &route.upstream, pooled);
+    let sent = async {
+        if pooled {
+            conn.ctx
+                .client
+                .request(upstream)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            conn.upstreams.send(port, upstream).await
         }
     };
-    registry().record(&pool.key, resp.status().as_u16(), start.elapsed());
+    let timeout = conn.ctx.timeout;
+    let mut resp = match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(resp)) => resp.map(|b| b.boxed()),
+        Ok(Err(e)) => {
+            conn.upstreams.forget(port);
+            bad_gateway(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "dax local proxy: {} {} (port {port}) failed: {e}\n",
+                    route.app, route.version
+                ),
+            )
+        }
+        Err(_) => {
+            conn.upstreams.forget(port);
+            bad_gateway(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "dax local proxy: {} {} (port {port}) did not answer within {timeout:?}\n",
+                    route.app, route.version
+                ),
+            )
+        }
+    };
+    route.series.record(resp.status().as_u16(), start.elapsed());
     strip_hop_by_hop(resp.headers_mut());
     let h = resp.headers_mut();
-    h.insert("x-dax-slot", HeaderValue::from_static(pool.slot.as_str()));
-    if let Ok(v) = HeaderValue::from_str(&pool.version) {
+    h.insert("x-dax-slot", HeaderValue::from_static(route.slot.as_str()));
+    if let Some(v) = route.version_header {
         h.insert("x-dax-version", v);
     }
     Ok(resp)
 }
 
 /// Accept connections on `listener` until the returned task is aborted; aborting it also
-/// closes every open connection (they live in the task's `JoinSet`).
-fn serve<F, Fut>(listener: TcpListener, handler: F) -> JoinHandle<()>
+/// closes every open connection (they live in the task's `JoinSet`). `per_conn` makes, for each
+/// connection, its request handler and a future to run beside it on the same task.
+fn serve<M, F, Fut, D>(listener: TcpListener, per_conn: M) -> JoinHandle<()>
 where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    M: Fn(SocketAddr) -> (F, D) + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    D: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
@@ -412,12 +677,15 @@ where
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
-                    let handler = handler.clone();
+                    let (handler, beside) = per_conn(peer);
                     conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| handler(req, peer));
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        let svc = hyper::service::service_fn(handler);
+                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let served = builder.serve_connection(TokioIo::new(stream), svc);
+                        tokio::select! {
+                            _ = served => {}
+                            _ = beside => {}
+                        }
                     });
                 }
                 // Reap finished connections so the set does not grow without bound.
@@ -433,13 +701,34 @@ pub fn start_proxy(
     routes: SharedRoutes,
     client: HttpClient,
 ) -> JoinHandle<()> {
-    let ctx = Arc::new(Ctx { routes, client });
-    serve(listener, move |req, peer| handle(ctx.clone(), req, peer))
+    start_proxy_with_timeout(listener, routes, client, UPSTREAM_TIMEOUT)
+}
+
+fn start_proxy_with_timeout(
+    listener: TcpListener,
+    routes: SharedRoutes,
+    client: HttpClient,
+    timeout: Duration,
+) -> JoinHandle<()> {
+    let ctx = Arc::new(Ctx {
+        routes,
+        client,
+        timeout,
+    });
+    serve(listener, move |peer: SocketAddr| {
+        let conn = Arc::new(ClientConn {
+            ctx: ctx.clone(),
+            forwarded_for: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+            upstreams: Arc::default(),
+        });
+        let drive = conn.upstreams.clone().drive();
+        (move |req| handle(conn.clone(), req), drive)
+    })
 }
 
 /// Serve the in-process statistics at `/metrics` in Prometheus text format.
 pub fn start_metrics(listener: TcpListener) -> JoinHandle<()> {
-    serve(listener, |req: Request<Incoming>, _peer| async move {
+    let handler = |req: Request<Incoming>| async move {
         let resp = if req.uri().path() == "/metrics" {
             let mut r = Response::new(full(registry().render_prometheus()));
             r.headers_mut().insert(
@@ -453,7 +742,8 @@ pub fn start_metrics(listener: TcpListener) -> JoinHandle<()> {
             r
         };
         Ok(resp)
-    })
+    };
+    serve(listener, move |_peer| (handler, std::future::pending()))
 }
 
 #[cfg(test)]
@@ -510,5 +800,204 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.contains("invalid regex `(`"), "{err}");
+    }
+
+    /// A backend on a fresh port: echoes the request headers it got as `name: value` lines
+    /// and answers with a hop-by-hop header of its own; `/slow` never answers.
+    async fn echo_backend() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        if req.uri().path() == "/slow" {
+                            std::future::pending::<()>().await;
+                        }
+                        let mut text = format!("{} {}\n", req.method(), req.uri());
+                        for (k, v) in req.headers() {
+                            text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::from(text)));
+                        resp.headers_mut()
+                            .insert("keep-alive", HeaderValue::from_static("timeout=5"));
+                        resp.headers_mut()
+                            .insert("x-secret-hop", HeaderValue::from_static("1"));
+                        resp.headers_mut()
+                            .insert("connection", HeaderValue::from_static("x-secret-hop"));
+                        Ok::<_, Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    /// A backend that answers one request per connection and then closes it without saying
+    /// so (no `Connection: close`), like a server with a keep-alive of zero.
+    async fn one_shot_backend() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    async fn proxy_to(port: u16, timeout: Duration) -> SocketAddr {
+        let routes = shared_routes();
+        routes.store(Arc::new(
+            RouteTable::new(
+                "proxytest".into(),
+                Some(Pool::new(SlotLabel::Stable, "v1".into(), vec![port])),
+                None,
+                &TrafficSplit::weight(0),
+            )
+            .unwrap(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        start_proxy_with_timeout(listener, routes, client(), timeout);
+        addr
+    }
+
+    /// One client connection, several requests in a row (keep-alive, like a browser).
+    async fn client_conn(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Body> {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
+    async fn get(
+        sender: &mut hyper::client::conn::http1::SendRequest<Body>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        sender.ready().await.unwrap();
+        let mut req = Request::get(path).header("host", "proxy.test");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_headers_are_stripped_both_ways() {
+        let addr = proxy_to(echo_backend().await, UPSTREAM_TIMEOUT).await;
+        let mut c = client_conn(addr).await;
+        for _ in 0..3 {
+            let (status, headers, body) = get(
+                &mut c,
+                "/a?b=c",
+                &[
+                    ("connection", "X-Private, keep-alive"),
+                    ("x-private", "secret"),
+                    ("te", "trailers"),
+                    ("proxy-authorization", "Basic eA=="),
+                    ("x-kept", "yes"),
+                ],
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(body.starts_with("GET /a?b=c\n"), "{body}");
+            assert!(body.contains("x-kept: yes\n"), "{body}");
+            assert!(body.contains("host: proxy.test\n"), "{body}");
+            assert!(body.contains("x-forwarded-for: 127.0.0.1\n"), "{body}");
+            for gone in ["x-private", "te:", "proxy-authorization", "connection"] {
+                assert!(!body.contains(gone), "`{gone}` was forwarded:\n{body}");
+            }
+            for gone in ["keep-alive", "x-secret-hop"] {
+                assert!(
+                    !headers.contains_key(gone),
+                    "`{gone}` came back: {headers:?}"
+                );
+            }
+            assert_eq!(headers["x-dax-version"], "v1");
+            assert_eq!(headers["x-dax-slot"], "stable");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_that_does_not_answer_gets_504_and_the_connection_keeps_working() {
+        let addr = proxy_to(echo_backend().await, Duration::from_millis(300)).await;
+        let mut c = client_conn(addr).await;
+        let started = Instant::now();
+        let (status, _, body) = get(&mut c, "/slow", &[]).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert!(
+            body.contains("proxytest v1 (port") && body.contains("did not answer within 300ms"),
+            "{body}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The same client connection, and a new one, are served right after.
+        let (status, _, body) = get(&mut c, "/after", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, _, _) = get(&mut client_conn(addr).await, "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_its_keepalive_connection_is_reconnected() {
+        let addr = proxy_to(one_shot_backend().await, UPSTREAM_TIMEOUT).await;
+        let mut c = client_conn(addr).await;
+        for i in 0..20 {
+            let (status, _, body) = get(&mut c, "/", &[]).await;
+            assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+            assert_eq!(body, "ok");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_version_gets_502_naming_it() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let addr = proxy_to(port, UPSTREAM_TIMEOUT).await;
+        let mut c = client_conn(addr).await;
+        let (status, _, body) = get(&mut c, "/", &[]).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(
+            body.contains(&format!(
+                "proxytest v1 (port {port}) failed: cannot connect"
+            )),
+            "{body}"
+        );
     }
 }

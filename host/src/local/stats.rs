@@ -13,6 +13,7 @@
 use crate::contract::Slot;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -135,14 +136,15 @@ impl Counts {
     }
 }
 
+/// One series' counts over one span: monotonic totals plus one bucket per second.
 #[derive(Default)]
-struct Series {
+struct Recorded {
     total: Counts,
     /// (unix second, counts during that second), oldest first.
     recent: VecDeque<(u64, Counts)>,
 }
 
-impl Series {
+impl Recorded {
     fn current(&mut self, now_ms: u64) -> &mut Counts {
         let sec = now_ms / 1000;
         if self.recent.back().map(|(s, _)| *s) != Some(sec) {
@@ -159,10 +161,90 @@ impl Series {
     }
 }
 
-/// The in-process statistics registry.
+/// One shard on a cache line of its own, so two cores recording never share a line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<Recorded>);
+
+/// The statistics of one (app, slot, version). Recording is sharded per thread: the proxy
+/// records on every request from every tokio worker, and one lock (or one counter) shared by
+/// all of them made the cores fight over its cache line. A worker locks only its own shard
+/// (uncontended); readers sum the shards.
+pub struct Series {
+    shards: Box<[Shard]>,
+}
+
+/// How many shards a series has: one per core (threads beyond that share).
+fn shard_count() -> usize {
+    static COUNT: LazyLock<usize> = LazyLock::new(|| {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(1, 64)
+    });
+    *COUNT
+}
+
+/// This thread's shard index (threads are numbered in the order they first record).
+fn my_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    MINE.with(|i| *i) % shard_count()
+}
+
+impl Series {
+    fn new() -> Self {
+        Series {
+            shards: (0..shard_count()).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    /// Record one served request at `at_ms` (unix milliseconds).
+    pub fn record_at(&self, status: u16, latency: Duration, at_ms: u64) {
+        let mut r = self.shards[my_shard()]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.total.record(status, latency);
+        r.current(at_ms).record(status, latency);
+    }
+
+    /// Record one served request now.
+    pub fn record(&self, status: u16, latency: Duration) {
+        self.record_at(status, latency, now_ms());
+    }
+
+    /// Record one request copied to this series by mirroring.
+    pub fn record_mirrored(&self) {
+        let now = now_ms();
+        let mut r = self.shards[my_shard()]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.total.mirrored += 1;
+        r.current(now).mirrored += 1;
+    }
+
+    fn each_shard(&self, mut f: impl FnMut(&Recorded)) {
+        for shard in self.shards.iter() {
+            f(&shard.0.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    fn total(&self) -> Counts {
+        let mut out = Counts::default();
+        self.each_shard(|r| out.add(&r.total));
+        out
+    }
+}
+
+/// The in-process statistics registry. Series are never removed, so each is allocated once
+/// for the life of the process and handed out as `&'static` (the proxy keeps one per pool and
+/// records without a lookup or a reference count).
 #[derive(Default)]
 pub struct Registry {
-    series: Mutex<BTreeMap<SeriesKey, Series>>,
+    series: Mutex<BTreeMap<SeriesKey, &'static Series>>,
 }
 
 /// The registry every local proxy in this process records into.
@@ -188,29 +270,29 @@ pub struct Selector<'a> {
 }
 
 impl Registry {
+    /// The series of `key`, created on first use.
+    pub fn series(&self, key: &SeriesKey) -> &'static Series {
+        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(key) {
+            return s;
+        }
+        let s: &'static Series = Box::leak(Box::new(Series::new()));
+        map.insert(key.clone(), s);
+        s
+    }
+
     /// Record one served request.
     pub fn record(&self, key: &SeriesKey, status: u16, latency: Duration) {
-        self.record_at(key, status, latency, now_ms());
+        self.series(key).record(status, latency);
     }
 
     pub fn record_at(&self, key: &SeriesKey, status: u16, latency: Duration, at_ms: u64) {
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        // Look up before inserting: this runs for every proxied request; clone keys only once.
-        if !map.contains_key(key) {
-            map.insert(key.clone(), Series::default());
-        }
-        let series = map.get_mut(key).expect("inserted above");
-        series.total.record(status, latency);
-        series.current(at_ms).record(status, latency);
+        self.series(key).record_at(status, latency, at_ms);
     }
 
     /// Record one request copied to `key` by mirroring.
     pub fn record_mirrored(&self, key: &SeriesKey) {
-        let now = now_ms();
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let series = map.entry(key.clone()).or_default();
-        series.total.mirrored += 1;
-        series.current(now).mirrored += 1;
+        self.series(key).record_mirrored();
     }
 
     /// Everything recorded for the selected series in `(from_ms, to_ms]`, at one-second
@@ -229,14 +311,16 @@ impl Registry {
             {
                 continue;
             }
-            for (sec, counts) in series.recent.iter().rev() {
-                if *sec <= from_sec {
-                    break;
+            series.each_shard(|r| {
+                for (sec, counts) in r.recent.iter().rev() {
+                    if *sec <= from_sec {
+                        break;
+                    }
+                    if *sec <= to_sec {
+                        out.add(counts);
+                    }
                 }
-                if *sec <= to_sec {
-                    out.add(counts);
-                }
-            }
+            });
         }
         out
     }
@@ -244,18 +328,27 @@ impl Registry {
     /// Monotonic totals of every series (for tests and reports).
     pub fn totals(&self, key: &SeriesKey) -> Counts {
         let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).map(|s| s.total.clone()).unwrap_or_default()
+        map.get(key).map(|s| s.total()).unwrap_or_default()
     }
 
     /// Prometheus text exposition (format 0.0.4) of every series.
     pub fn render_prometheus(&self) -> String {
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let map: Vec<(SeriesKey, Counts)> = {
+            let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            series
+                .iter()
+                .map(|(k, s)| (k.clone(), s.total()))
+                // A series exists from the moment a route table names its version; it shows
+                // once the version has served (or been mirrored) a request.
+                .filter(|(_, c)| c.total() > 0 || c.mirrored > 0)
+                .collect()
+        };
         let mut out = String::new();
         out.push_str("# HELP dax_proxy_requests_total Requests answered by the dax local proxy, per version and status class.\n");
         out.push_str("# TYPE dax_proxy_requests_total counter\n");
         for (key, s) in map.iter() {
             for (i, class) in STATUS_CLASSES.iter().enumerate() {
-                let n = s.total.by_class[i];
+                let n = s.by_class[i];
                 // 1xx is almost never seen; the agreed classes are 2xx..5xx, always present.
                 if i == 0 && n == 0 {
                     continue;
@@ -273,13 +366,13 @@ impl Registry {
             let l = labels(key);
             let mut cumulative = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
-                cumulative += s.total.buckets[i];
+                cumulative += s.buckets[i];
                 let _ = writeln!(
                     out,
                     "dax_proxy_request_duration_seconds_bucket{{{l},le=\"{bound}\"}} {cumulative}"
                 );
             }
-            cumulative += s.total.buckets[BUCKETS.len()];
+            cumulative += s.buckets[BUCKETS.len()];
             let _ = writeln!(
                 out,
                 "dax_proxy_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {cumulative}"
@@ -287,7 +380,7 @@ impl Registry {
             let _ = writeln!(
                 out,
                 "dax_proxy_request_duration_seconds_sum{{{l}}} {}",
-                s.total.sum_seconds
+                s.sum_seconds
             );
             let _ = writeln!(
                 out,
@@ -297,12 +390,12 @@ impl Registry {
         out.push_str("# HELP dax_proxy_mirrored_requests_total Requests copied to a version by traffic mirroring (responses discarded).\n");
         out.push_str("# TYPE dax_proxy_mirrored_requests_total counter\n");
         for (key, s) in map.iter() {
-            if s.total.mirrored > 0 {
+            if s.mirrored > 0 {
                 let _ = writeln!(
                     out,
                     "dax_proxy_mirrored_requests_total{{{}}} {}",
                     labels(key),
-                    s.total.mirrored
+                    s.mirrored
                 );
             }
         }
