@@ -26,6 +26,9 @@ pub mod spec;
 pub use cache::CompileSource;
 pub use source::resolve_source;
 pub use spec::{DirGrant, Grants, HttpAuth, Limits, PluginSpec};
+/// The wasmtime this host embeds, for benchmarks that call a component without `dax`'s
+/// wrapper on the very same engine (`tests/benches/plugin_host.rs`).
+pub use {wasmtime, wasmtime_wasi};
 
 use crate::contract::{
     CallError, CallResult, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
@@ -204,6 +207,11 @@ impl PluginHost {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The linker every plugin is instantiated with (WASI, wasi:http, `dax:host/*`).
+    pub fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
     }
 
     /// Whether the pooling allocator is in use.
