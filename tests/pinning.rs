@@ -138,11 +138,19 @@ async fn a_damaged_entry_or_a_lost_key_recompiles() {
     let mut flipped = good.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
+    // An entry is `artifact | tag (32 bytes) | trailer (10 bytes)`: flip inside each part.
+    let flip_at = |at: usize| {
+        let mut bytes = good.clone();
+        bytes[at] ^= 1;
+        bytes
+    };
     let damaged: Vec<(&str, Vec<u8>)> = vec![
         ("truncated to half", good[..good.len() / 2].to_vec()),
         ("truncated inside the header", good[..5].to_vec()),
         ("empty", Vec::new()),
-        ("one bit of the artifact flipped", flipped),
+        ("one bit of the trailer flipped", flipped),
+        ("one bit of the artifact flipped", flip_at(good.len() / 2)),
+        ("one bit of the tag flipped", flip_at(good.len() - 10 - 1)),
         ("garbage of the same length", vec![0x5a; good.len()]),
         ("the header and garbage", {
             let mut g = b"DAXCWASM1\n".to_vec();

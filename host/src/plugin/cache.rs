@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! <cache_dir>/wasmtime-<dax version>-<engine compatibility hash>/<sha256 of the .wasm>.cwasm
-//!     = "DAXCWASM1\n" | tag (32 bytes) | artifact (Component::serialize)
-//! tag = BLAKE3-keyed(key; header, engine tag, wasm sha256, artifact length, artifact)
+//!     = artifact (Component::serialize) | tag (32 bytes) | "\nDAXCWASM2"
+//! tag = BLAKE3-keyed(key; trailer, engine tag, wasm sha256, artifact length, artifact)
 //! key = 32 random bytes in `$DAX_CACHE_KEY_FILE` or `<data dir>/dax/cache.key` (mode 0600),
 //!       never inside the cache directory
 //! ```
@@ -16,21 +16,29 @@
 //! key, truncated or foreign file, no key yet) the component is recompiled from the pinned
 //! `.wasm` and the entry rewritten. A cache or key that other users could write or read
 //! turns the disk cache off (with a warning): components are then compiled in memory.
-//! Verification is one keyed BLAKE3 pass over the artifact, a small part of a cached load.
+//!
+//! A cached load copies nothing: the entry is memory-mapped once to verify its tag (one
+//! keyed BLAKE3 pass), and wasmtime maps that same open file (`/proc/self/fd/N`, not the
+//! path, which may name another file by then) as the component's code. The artifact comes
+//! first in the entry so it starts page-aligned, as a mapped image must. `dax` never writes
+//! an entry in place (it renames a new file over it), so a mapped entry does not change
+//! under a running process.
 
 use std::hash::{Hash, Hasher};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-/// First bytes of every entry; a new layout gets a new header.
-const HEADER: &[u8] = b"DAXCWASM1\n";
+/// Last bytes of every entry; a new layout gets a new trailer.
+const TRAILER: &[u8] = b"\nDAXCWASM2";
 const TAG_LEN: usize = blake3::OUT_LEN;
 const KEY_LEN: usize = blake3::KEY_LEN;
-/// Where the artifact starts in an entry.
-const ARTIFACT_AT: usize = HEADER.len() + TAG_LEN;
+/// What follows the artifact in an entry: its tag and the trailer.
+const SUFFIX_LEN: usize = TAG_LEN + TRAILER.len();
 /// Environment variable naming the key file (default: `<data dir>/dax/cache.key`).
 pub const KEY_FILE_ENV: &str = "DAX_CACHE_KEY_FILE";
 
@@ -120,22 +128,28 @@ impl CompileCache {
         digest: &str,
         wasm: &[u8],
     ) -> anyhow::Result<(Component, CompileSource)> {
-        let Ok(key) = &self.key else {
-            return Ok((Component::new(engine, wasm)?, CompileSource::Compiled));
-        };
+        if let Some(component) = self.get(engine, digest) {
+            return Ok((component, CompileSource::Cache));
+        }
+        Ok((self.compile(engine, digest, wasm)?, CompileSource::Compiled))
+    }
+
+    /// The cached compiled form of the `.wasm` whose sha256 is `digest`, if an entry is
+    /// there and this machine's key vouches for it (a forged one is warned about).
+    pub fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let key = self.key.as_ref().ok()?;
         let entry = self.entry_path(digest);
         match self.read_verified(key, digest, &entry) {
             Ok(Some(verified)) => {
-                let artifact = &verified[ARTIFACT_AT..];
-                // SAFETY: `artifact` is exactly the bytes whose keyed tag verified above, so
-                // this cache wrote them with `Component::serialize` of an engine with these
+                // SAFETY: `verified` holds exactly the bytes whose keyed tag verified, so this
+                // cache wrote them with `Component::serialize` of an engine with these
                 // compatibility settings (the tag binds them) for this very `.wasm` digest.
                 // The key never lives in the cache directory, so no one who can only write
                 // the cache can produce a valid tag.
                 #[allow(unsafe_code)]
-                let loaded = unsafe { Component::deserialize(engine, artifact) };
+                let loaded = unsafe { verified.load(engine) };
                 match loaded {
-                    Ok(component) => return Ok((component, CompileSource::Cache)),
+                    Ok(component) => return Some(component),
                     Err(e) => tracing::warn!(
                         "recompiling: cache entry {} did not load: {e:#}",
                         entry.display()
@@ -151,7 +165,16 @@ impl CompileCache {
                 tracing::debug!("recompiling: cache entry {} {why}", entry.display())
             }
         }
+        None
+    }
+
+    /// Compile `wasm` (whose sha256 is `digest`) and store it, tagged, for the next process.
+    pub fn compile(&self, engine: &Engine, digest: &str, wasm: &[u8]) -> anyhow::Result<Component> {
         let component = Component::new(engine, wasm)?;
+        let Ok(key) = &self.key else {
+            return Ok(component);
+        };
+        let entry = self.entry_path(digest);
         match component.serialize() {
             Ok(artifact) => {
                 if let Err(e) = self.write_entry(key, digest, &entry, &artifact) {
@@ -163,13 +186,13 @@ impl CompileCache {
             }
             Err(e) => tracing::warn!("could not serialize a compiled component: {e:#}"),
         }
-        Ok((component, CompileSource::Compiled))
+        Ok(component)
     }
 
     /// The tag that vouches for `artifact` as the compiled form of `digest` on this engine.
     fn tag(&self, key: &[u8; KEY_LEN], digest: &str, artifact: &[u8]) -> blake3::Hash {
         let mut hasher = blake3::Hasher::new_keyed(key);
-        for part in [HEADER, self.engine_tag.as_bytes(), digest.as_bytes()] {
+        for part in [TRAILER, self.engine_tag.as_bytes(), digest.as_bytes()] {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
@@ -178,14 +201,13 @@ impl CompileCache {
         hasher.finalize()
     }
 
-    /// The whole of `entry` if its tag verifies (the artifact starts at [`ARTIFACT_AT`]);
-    /// `Ok(None)` when there is no entry.
+    /// `entry`, open and mapped, if its tag verifies; `Ok(None)` when there is no entry.
     fn read_verified(
         &self,
         key: &[u8; KEY_LEN],
         digest: &str,
         entry: &Path,
-    ) -> Result<Option<Vec<u8>>, Mismatch> {
+    ) -> Result<Option<VerifiedEntry>, Mismatch> {
         let meta = match std::fs::symlink_metadata(entry) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -195,19 +217,31 @@ impl CompileCache {
         if !meta.file_type().is_file() {
             return Err(Mismatch::Forged("is not a regular file".into()));
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        std::fs::File::open(entry)
-            .and_then(|f| f.take(meta.len()).read_to_end(&mut bytes))
-            .map_err(|e| Mismatch::Unusable(format!("cannot be read: {e}")))?;
-        let Some(rest) = bytes.strip_prefix(HEADER) else {
-            return Err(Mismatch::Unusable(
-                "has no header (an older dax wrote it)".into(),
-            ));
-        };
-        if rest.len() < TAG_LEN {
+        let unreadable = |e: std::io::Error| Mismatch::Unusable(format!("cannot be read: {e}"));
+        // O_NOFOLLOW and O_NONBLOCK: whatever was swapped in since the check above, opening
+        // it neither follows a link nor waits on a FIFO; the fstat below sees what was opened.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(entry)
+            .map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.file_type().is_file() {
+            return Err(Mismatch::Forged("is not a regular file".into()));
+        }
+        let len = usize::try_from(meta.len())
+            .map_err(|_| Mismatch::Forged("is larger than this machine can map".into()))?;
+        if len <= SUFFIX_LEN {
             return Err(Mismatch::Forged("is truncated".into()));
         }
-        let (tag, artifact) = rest.split_at(TAG_LEN);
+        let mapped = Mapped::new(&file, len).map_err(unreadable)?;
+        let Some(rest) = mapped.bytes().strip_suffix(TRAILER) else {
+            return Err(Mismatch::Unusable(
+                "has no `DAXCWASM2` trailer (another dax version wrote it, or it is truncated)"
+                    .into(),
+            ));
+        };
+        let (artifact, tag) = rest.split_at(rest.len() - TAG_LEN);
         let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
         // `blake3::Hash` compares in constant time.
         if self.tag(key, digest, artifact) != blake3::Hash::from_bytes(tag) {
@@ -216,7 +250,12 @@ impl CompileCache {
                     .into(),
             ));
         }
-        Ok(Some(bytes))
+        let artifact_len = artifact.len();
+        Ok(Some(VerifiedEntry {
+            file,
+            mapped,
+            artifact_len,
+        }))
     }
 
     /// Write `entry` atomically: a private temporary file renamed over it, so a concurrent
@@ -232,7 +271,7 @@ impl CompileCache {
         let tmp = self
             .dir
             .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
-        let written = write_private(&tmp, &[HEADER, tag.as_bytes(), artifact])
+        let written = write_private(&tmp, &[artifact, tag.as_bytes(), TRAILER])
             .and_then(|()| std::fs::rename(&tmp, entry));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -240,6 +279,81 @@ impl CompileCache {
         // The digest file an older dax kept next to each entry means nothing now.
         let _ = std::fs::remove_file(self.dir.join(format!("{digest}.cwasm.sha256")));
         written
+    }
+}
+
+/// A cache entry whose tag verified, still open and mapped.
+struct VerifiedEntry {
+    file: std::fs::File,
+    mapped: Mapped,
+    /// The artifact is the entry's first `artifact_len` bytes.
+    artifact_len: usize,
+}
+
+impl VerifiedEntry {
+    /// Deserialize the verified artifact: wasmtime maps this open file itself (through
+    /// `/proc/self/fd`, so the very inode that verified, whatever the path names now); where
+    /// `/proc` is missing, the verified bytes are copied instead.
+    ///
+    /// # Safety
+    /// As [`Component::deserialize`]: the bytes must come from `Component::serialize` of a
+    /// compatible engine, which the verified tag establishes.
+    #[allow(unsafe_code)]
+    unsafe fn load(self, engine: &Engine) -> wasmtime::Result<Component> {
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        if by_fd.exists() {
+            // The mapping wasmtime makes covers the tag and trailer too; an ELF image
+            // ignores bytes after its sections.
+            // SAFETY: see above; the caller's contract.
+            unsafe { Component::deserialize_file(engine, &by_fd) }
+        } else {
+            // SAFETY: see above; the caller's contract.
+            unsafe { Component::deserialize(engine, &self.mapped.bytes()[..self.artifact_len]) }
+        }
+    }
+}
+
+/// A read-only private mapping of a whole file, unmapped on drop.
+struct Mapped {
+    ptr: NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+impl Mapped {
+    /// Map the first `len` (> 0) bytes of `file`; `MAP_POPULATE` reads them in at once,
+    /// since verifying reads every byte.
+    fn new(file: &std::fs::File, len: usize) -> std::io::Result<Self> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let size = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh read-only private mapping at an address of the kernel's choosing
+        // aliases no Rust object.
+        #[allow(unsafe_code)]
+        let ptr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
+                file,
+                0,
+            )
+        }
+        .map_err(std::io::Error::from)?;
+        Ok(Mapped { ptr, len })
+    }
+
+    #[allow(unsafe_code)]
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are the mapping made in `new`, unmapped only here.
+        #[allow(unsafe_code)]
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
     }
 }
 

@@ -26,6 +26,9 @@ pub mod spec;
 pub use cache::CompileSource;
 pub use source::resolve_source;
 pub use spec::{DirGrant, Grants, HttpAuth, Limits, PluginSpec};
+/// The wasmtime this host embeds, for benchmarks that call a component without `dax`'s
+/// wrapper on the very same engine (`tests/benches/plugin_host.rs`).
+pub use {wasmtime, wasmtime_wasi};
 
 use crate::contract::{
     CallError, CallResult, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
@@ -206,6 +209,11 @@ impl PluginHost {
         &self.engine
     }
 
+    /// The linker every plugin is instantiated with (WASI, wasi:http, `dax:host/*`).
+    pub fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+
     /// Whether the pooling allocator is in use.
     pub fn pooling(&self) -> bool {
         self.pooling
@@ -295,17 +303,25 @@ impl PluginHost {
         let mut compiled = CompileSource::Memory;
         let component = cell
             .get_or_try_init(|| async {
-                let engine = self.engine.clone();
-                let bytes = bytes.to_vec();
-                let digest = digest.clone();
-                // Compiling can take seconds (large JS components); keep it off the async workers.
-                let cache = self.cache.clone();
-                let (component, source) = tokio::task::spawn_blocking(move || {
-                    cache.get_or_compile(&engine, &digest, &bytes)
-                })
-                .await?
-                .with_context(|| format!("plugin `{name}`: {origin} is not a valid component"))?;
-                compiled = source;
+                // Loading and compiling block (a large JS component compiles for seconds):
+                // keep them off the async workers. A cache hit needs only the digest; the
+                // bytes are copied for the blocking thread only when they must be compiled.
+                let (engine, cache) = (self.engine.clone(), self.cache.clone());
+                let key = digest.clone();
+                let cached = tokio::task::spawn_blocking(move || cache.get(&engine, &key)).await?;
+                if let Some(component) = cached {
+                    compiled = CompileSource::Cache;
+                    return anyhow::Ok(component);
+                }
+                let (engine, cache) = (self.engine.clone(), self.cache.clone());
+                let (digest, bytes) = (digest.clone(), bytes.to_vec());
+                let component =
+                    tokio::task::spawn_blocking(move || cache.compile(&engine, &digest, &bytes))
+                        .await?
+                        .with_context(|| {
+                            format!("plugin `{name}`: {origin} is not a valid component")
+                        })?;
+                compiled = CompileSource::Compiled;
                 anyhow::Ok(component)
             })
             .await
@@ -645,7 +661,11 @@ impl LoadedPlugin {
             WorldPre::Strategy(pre) => pre.instantiate_async(&mut store).await.map(World::Strategy),
         };
         match world {
-            Ok(world) => Ok(Warm { store, world }),
+            Ok(world) => {
+                // What instantiation printed does not count against the first call's budget.
+                store.data().end_call();
+                Ok(Warm { store, world })
+            }
             // Memories are created (and limited) while instantiating: say which limit.
             Err(e) => match store.data_mut().limiter.exceeded.take() {
                 Some(limit) => Err(anyhow::anyhow!(limit)),
@@ -687,8 +707,7 @@ impl LoadedPlugin {
         };
         warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(1);
-        let output = warm.store.data().output.clone();
-        let quota = sandbox.quota.clone();
+        let quota = &sandbox.quota;
         let disk_before = if quota.is_empty() {
             Vec::new()
         } else {
@@ -723,23 +742,25 @@ impl LoadedPlugin {
             }
             other => other,
         };
-        let denials = warm.store.data().take_denials();
+        let state = warm.store.data();
         let result = match outcome {
             Outcome::Done(Ok(value)) => {
+                // Only a fault's message uses the denials: `end_call` forgets them.
+                state.end_call();
                 let mut idle = self.inner.idle.lock().unwrap();
                 if idle.len() < MAX_IDLE_INSTANCES {
                     idle.push(warm);
                 }
-                Ok(value)
+                return Ok(value);
             }
             Outcome::Done(Err(error)) => {
-                Err(fault(describe_fault(&error, warm.store.data(), &denials)))
+                Err(fault(describe_fault(&error, state, &state.take_denials())))
             }
             // The call was cut off inside the instance: `warm` is dropped here, never reused.
-            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &denials))),
-            Outcome::Quota(reason) => Err(fault(with_denials(reason, &denials))),
+            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &state.take_denials()))),
+            Outcome::Quota(reason) => Err(fault(with_denials(reason, &state.take_denials()))),
         };
-        output.lock().unwrap().end_call();
+        state.end_call();
         result
     }
 

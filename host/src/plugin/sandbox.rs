@@ -195,11 +195,23 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    /// Reset per-call bookkeeping before a call.
+    /// Reset the per-call CPU and memory bookkeeping before a call. Output and denials are
+    /// reset when the previous call ends ([`end_call`](Self::end_call)), so the common path
+    /// takes no lock here.
     pub fn begin_call(&mut self) {
         self.cpu_ticks = 0;
         self.limiter.exceeded = None;
-        self.output.lock().unwrap().begin_call();
+    }
+
+    /// After a call (and after its fault, if any, was described with
+    /// [`take_denials`](Self::take_denials)): emit the output it left unterminated, reset the
+    /// output budget and forget the denials, ready for the next call.
+    pub fn end_call(&self) {
+        {
+            let mut output = self.output.lock().unwrap();
+            output.end_call();
+            output.begin_call();
+        }
         self.denials.lock().unwrap().clear();
     }
 
