@@ -101,6 +101,8 @@ pub fn dax_bin() -> PathBuf {
             let mut build = std::process::Command::new(env!("CARGO"));
             build
                 .args(["build", "-p", "dax", "--bin", "dax"])
+                // Tests run under `--release` or `--profile bench` look for it in release/.
+                .args(dir.ends_with("release").then_some("--release"))
                 .current_dir(repo_root())
                 .env("CARGO_TARGET_DIR", dir.parent().unwrap());
             // cargo gives this test process the variables it gives the test's package
