@@ -383,7 +383,10 @@ pub fn parse_journal(bytes: &[u8]) -> anyhow::Result<(Vec<Record>, u64)> {
                 // `open` appends at seq + 1: a record at u64::MAX leaves no room (found by
                 // tests/fuzz: the addition overflowed).
                 if r.seq == u64::MAX {
-                    bail!("line {line_no} has seq {}, which leaves no number for another record: the journal is damaged", r.seq);
+                    bail!(
+                        "line {line_no} is corrupt (seq {} leaves no number for another record)",
+                        r.seq
+                    );
                 }
                 records.push(r);
                 good_len = (end + 1) as u64;

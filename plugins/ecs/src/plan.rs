@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 /// The Docker label carrying the version a task definition revision was made for.
 pub const VERSION_LABEL: &str = "dax.version";
 
-pub const CONFIG_SCHEMA: &str = r#"{"type":"object","required":["cluster"],"properties":{"mode":{"enum":["services","rolling"]},"region":{"type":"string"},"cluster":{"type":"string"},"listener_arn":{"type":"string"},"stable_target_group_arn":{"type":"string"},"candidate_target_group_arn":{"type":"string"},"container":{"type":"string"},"ab_rule_priority":{"type":"integer","minimum":1,"maximum":50000},"minimum_healthy_percent":{"type":"integer","minimum":0,"maximum":100},"maximum_percent":{"type":"integer","minimum":100,"maximum":400},"circuit_breaker":{"type":"boolean"}},"additionalProperties":false}"#;
+pub const CONFIG_SCHEMA: &str = r#"{"type":"object","required":["cluster"],"properties":{"mode":{"type":"string","enum":["services","rolling"]},"region":{"type":"string"},"cluster":{"type":"string"},"listener_arn":{"type":"string"},"stable_target_group_arn":{"type":"string"},"candidate_target_group_arn":{"type":"string"},"container":{"type":"string"},"ab_rule_priority":{"type":"integer","minimum":1,"maximum":50000},"minimum_healthy_percent":{"type":"integer","minimum":0,"maximum":100},"maximum_percent":{"type":"integer","minimum":100,"maximum":400},"circuit_breaker":{"type":"boolean"}},"additionalProperties":false}"#;
 
 /// How a new version reaches users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
