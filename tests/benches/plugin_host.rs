@@ -23,6 +23,11 @@ use dax::plugin::{CompileSource, HostOptions, PluginHost};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The allocator of the `dax` binary, so calls are measured as they ship (a call's future is
+/// boxed by `async_trait`, and glibc's malloc is slow for one that size).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct NativeEcho;
 
 #[async_trait::async_trait]
@@ -199,7 +204,8 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-async fn load_times(bytes: &[u8]) -> (Duration, Duration) {
+/// A cold load, then the median of `cached_loads` loads from the compile cache.
+async fn load_times(bytes: &[u8], cached_loads: usize) -> (Duration, Duration) {
     let cache = tempfile::tempdir().unwrap();
     let options = HostOptions {
         cache_dir: cache.path().to_path_buf(),
@@ -215,7 +221,7 @@ async fn load_times(bytes: &[u8]) -> (Duration, Duration) {
     let cold = start.elapsed();
     assert_eq!(source, CompileSource::Compiled);
     let mut cached = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..cached_loads {
         let host = PluginHost::new(options.clone()).unwrap();
         let start = Instant::now();
         let (_, source) = host
@@ -250,6 +256,20 @@ async fn main() {
     for _ in 0..2_000 {
         wasm.run_query(&q).await.unwrap();
     }
+    // `DAX_BENCH_PROFILE=warm-call|cached-load perf record ...`: one loop, for a profiler.
+    match std::env::var("DAX_BENCH_PROFILE").as_deref() {
+        Ok("warm-call") => {
+            for _ in 0..20_000_000 {
+                wasm.run_query(&q).await.unwrap();
+            }
+            return;
+        }
+        Ok("cached-load") => {
+            load_times(&rust, 20_000).await;
+            return;
+        }
+        _ => {}
+    }
     let wasm_call = per_call(15, 20_000, || async {
         assert_eq!(wasm.run_query(&q).await.unwrap(), MetricAnswer::Value(1.0))
     })
@@ -280,8 +300,8 @@ async fn main() {
     })
     .await;
 
-    let (rust_cold, rust_cached) = load_times(&rust).await;
-    let (js_cold, js_cached) = load_times(&js).await;
+    let (rust_cold, rust_cached) = load_times(&rust, 5).await;
+    let (js_cold, js_cached) = load_times(&js, 5).await;
 
     println!(
         "pooling allocator: {}",

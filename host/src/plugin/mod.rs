@@ -34,14 +34,15 @@ use crate::contract::{
     CallError, CallResult, MetricProvider, PluginInfo, PluginRole, Scanner, Strategy, Target,
 };
 use anyhow::Context as _;
-use sandbox::{PluginState, Sandbox};
+use crossbeam_queue::ArrayQueue;
+use sandbox::{CallLog, PluginState, Sandbox};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
@@ -370,14 +371,14 @@ impl PluginHost {
             engine: self.engine.clone(),
             sandbox,
             pre,
-            idle: Mutex::new(Vec::new()),
+            idle: ArrayQueue::new(MAX_IDLE_INSTANCES),
             capabilities: capabilities::imported(&imports),
         };
         let plugin = LoadedPlugin {
             inner: Arc::new(inner),
         };
         let info = plugin
-            .call(|store, world| Box::pin(async move { world.describe(store).await }))
+            .call(|store, world| world.describe(store))
             .await
             .and_then(|info| plugin.check_describe(info))
             .map_err(|e| {
@@ -561,10 +562,13 @@ pub(crate) enum World {
     Strategy(bindings::strategy::StrategyPlugin),
 }
 
-/// A live instance: its store (memory, WASI state) and exports.
+/// A live instance: its store (memory, WASI state), exports and call log.
 pub(crate) struct Warm {
     store: Store<PluginState>,
-    world: World,
+    /// Boxed: the generated exports are a few hundred bytes, and a warm instance moves in and
+    /// out of the idle list on every call.
+    world: Box<World>,
+    log: CallLog,
 }
 
 struct Inner {
@@ -578,7 +582,8 @@ struct Inner {
     pre: WorldPre,
     /// Warm instances ready for the next call. Calls carry their config, so any instance
     /// serves any deployment of this plugin; a faulted instance is never returned here.
-    idle: Mutex<Vec<Warm>>,
+    /// Lock-free: a warm call pops and pushes one.
+    idle: ArrayQueue<Warm>,
     /// The capabilities the component imports (`dax:host/kube`, `wasi:http`, ...).
     capabilities: Vec<String>,
 }
@@ -589,8 +594,9 @@ pub struct LoadedPlugin {
     inner: Arc<Inner>,
 }
 
-/// What a call closure returns: a boxed future borrowing the instance.
-pub(crate) type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+/// What a call's future ends with: the instance's store, which the future owns while the
+/// guest runs (so it needs no box to borrow it), and the guest's answer.
+pub(crate) type Answer<R> = (Store<PluginState>, wasmtime::Result<R>);
 
 impl LoadedPlugin {
     pub fn name(&self) -> &str {
@@ -663,8 +669,13 @@ impl LoadedPlugin {
         match world {
             Ok(world) => {
                 // What instantiation printed does not count against the first call's budget.
-                store.data().end_call();
-                Ok(Warm { store, world })
+                let log = store.data().call_log();
+                log.end_call();
+                Ok(Warm {
+                    store,
+                    world: Box::new(world),
+                    log,
+                })
             }
             // Memories are created (and limited) while instantiating: say which limit.
             Err(e) => match store.data_mut().limiter.exceeded.take() {
@@ -678,17 +689,22 @@ impl LoadedPlugin {
     /// and disk quota, turning every way a plugin can misbehave into a [`CallError::Fault`]
     /// that names the plugin and the limit. An instance whose call failed is dropped, never
     /// reused.
-    pub(crate) async fn call<R: Send>(
+    ///
+    /// `f` gets the instance's store and exports and returns the guest call, which hands the
+    /// store back with the answer.
+    pub(crate) async fn call<R, Fut>(
         &self,
-        f: impl for<'a> FnOnce(&'a mut Store<PluginState>, &'a World) -> CallFuture<'a, R> + Send,
-    ) -> CallResult<R> {
+        f: impl FnOnce(Store<PluginState>, &World) -> Fut,
+    ) -> CallResult<R>
+    where
+        Fut: Future<Output = Answer<R>>,
+    {
         let fault = |reason: String| CallError::Fault {
             plugin: self.inner.name.clone(),
             reason,
         };
         let sandbox = &self.inner.sandbox;
         let wall = sandbox.limits.wall_timeout();
-        let started = tokio::time::Instant::now();
         let wall_reason = || {
             format!(
                 "exceeded its wall-clock deadline of {} per call (limits.wall_timeout of [plugins.{}])",
@@ -696,17 +712,27 @@ impl LoadedPlugin {
                 self.inner.name
             )
         };
-        let warm = self.inner.idle.lock().unwrap().pop();
-        let mut warm = match warm {
+        let warm = self.inner.idle.pop();
+        // When the call's wall clock started, if it had to instantiate (see below otherwise).
+        let mut started = None;
+        let Warm {
+            mut store,
+            world,
+            log,
+        } = match warm {
             Some(w) => w,
-            None => match tokio::time::timeout(wall, self.instantiate()).await {
-                Ok(Ok(w)) => w,
-                Ok(Err(e)) => return Err(fault(format!("could not instantiate: {e:#}"))),
-                Err(_) => return Err(fault(wall_reason())),
-            },
+            None => {
+                let now = tokio::time::Instant::now();
+                started = Some(now);
+                match tokio::time::timeout_at(now + wall, self.instantiate()).await {
+                    Ok(Ok(w)) => w,
+                    Ok(Err(e)) => return Err(fault(format!("could not instantiate: {e:#}"))),
+                    Err(_) => return Err(fault(wall_reason())),
+                }
+            }
         };
-        warm.store.data_mut().begin_call();
-        warm.store.set_epoch_deadline(1);
+        store.data_mut().begin_call();
+        store.set_epoch_deadline(1);
         let quota = &sandbox.quota;
         let disk_before = if quota.is_empty() {
             Vec::new()
@@ -717,50 +743,60 @@ impl LoadedPlugin {
                 .unwrap_or_default()
         };
         let outcome = {
-            let Warm { store, world } = &mut warm;
-            let run = tokio::time::timeout_at(started + wall, f(store, world));
-            if quota.is_empty() {
-                Outcome::from(run.await)
-            } else {
-                tokio::select! {
-                    result = run => Outcome::from(result),
-                    reason = watch_quota(quota.clone(), &disk_before) => Outcome::Quota(reason),
+            let mut run = std::pin::pin!(f(store, &world));
+            // Most calls finish in their first poll, and pay for neither a clock read nor a
+            // timer. On a warm instance the wall clock starts when the call first waits:
+            // until then its guest code ran for at most one epoch tick, after which it yields.
+            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+            match first {
+                Poll::Ready(answer) => Outcome::Done(answer),
+                Poll::Pending => {
+                    let started = started.unwrap_or_else(tokio::time::Instant::now);
+                    let run = tokio::time::timeout_at(started + wall, run);
+                    if quota.is_empty() {
+                        Outcome::from(run.await)
+                    } else {
+                        tokio::select! {
+                            result = run => Outcome::from(result),
+                            reason = watch_quota(quota.clone(), &disk_before) => Outcome::Quota(reason),
+                        }
+                    }
                 }
             }
         };
         // A call that ended well can still have left the tree over its quota.
         let outcome = match outcome {
-            Outcome::Done(Ok(value)) if !quota.is_empty() => {
+            Outcome::Done((store, Ok(value))) if !quota.is_empty() => {
                 let quota = quota.clone();
                 let now = tokio::task::spawn_blocking(move || quota.usage())
                     .await
                     .unwrap_or_default();
                 match sandbox.quota.exceeded(&disk_before, &now) {
                     Some(reason) => Outcome::Quota(reason),
-                    None => Outcome::Done(Ok(value)),
+                    None => Outcome::Done((store, Ok(value))),
                 }
             }
             other => other,
         };
-        let state = warm.store.data();
         let result = match outcome {
-            Outcome::Done(Ok(value)) => {
+            Outcome::Done((store, Ok(value))) => {
                 // Only a fault's message uses the denials: `end_call` forgets them.
-                state.end_call();
-                let mut idle = self.inner.idle.lock().unwrap();
-                if idle.len() < MAX_IDLE_INSTANCES {
-                    idle.push(warm);
-                }
+                log.end_call();
+                // A full idle list drops the instance.
+                let _ = self.inner.idle.push(Warm { store, world, log });
                 return Ok(value);
             }
-            Outcome::Done(Err(error)) => {
-                Err(fault(describe_fault(&error, state, &state.take_denials())))
-            }
-            // The call was cut off inside the instance: `warm` is dropped here, never reused.
-            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &state.take_denials()))),
-            Outcome::Quota(reason) => Err(fault(with_denials(reason, &state.take_denials()))),
+            Outcome::Done((store, Err(error))) => Err(fault(describe_fault(
+                &error,
+                store.data(),
+                &log.take_denials(),
+            ))),
+            // The call was cut off inside the instance, and its store dropped with it: the
+            // instance is never reused.
+            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &log.take_denials()))),
+            Outcome::Quota(reason) => Err(fault(with_denials(reason, &log.take_denials()))),
         };
-        state.end_call();
+        log.end_call();
         result
     }
 
@@ -850,13 +886,13 @@ impl LoadedPlugin {
 
 /// How a call ended.
 enum Outcome<R> {
-    Done(wasmtime::Result<R>),
+    Done(Answer<R>),
     WallClock,
     Quota(String),
 }
 
-impl<R> From<Result<wasmtime::Result<R>, tokio::time::error::Elapsed>> for Outcome<R> {
-    fn from(r: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Self {
+impl<R> From<Result<Answer<R>, tokio::time::error::Elapsed>> for Outcome<R> {
+    fn from(r: Result<Answer<R>, tokio::time::error::Elapsed>) -> Self {
         match r {
             Ok(done) => Outcome::Done(done),
             Err(_) => Outcome::WallClock,
@@ -948,7 +984,7 @@ fn describe_fault(error: &wasmtime::Error, state: &PluginState, denials: &[Strin
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         let mut reason = format!("trapped: {trap}");
         // A Rust guest prints its panic message to stderr just before trapping.
-        if let Some(said) = state.output.lock().unwrap().stderr_tail() {
+        if let Some(said) = state.output.lock().stderr_tail() {
             reason.push_str(&format!("; its last stderr lines: {said}"));
         }
         reason

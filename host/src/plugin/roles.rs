@@ -3,75 +3,59 @@
 
 use super::bindings::{self, wit_types as wit};
 use super::capabilities::log;
-use super::{LoadedPlugin, World};
+use super::{Answer, LoadedPlugin, World};
 use crate::contract::{self as c, CallError, CallResult};
 use bindings::metric_provider::exports::dax::plugin::metric_provider as wmetric;
 use bindings::scanner::exports::dax::plugin::scanner as wscan;
 use bindings::strategy::exports::dax::plugin::strategy as wstrat;
 use bindings::target::exports::dax::plugin::target as wtarget;
+use std::future::Future;
+use std::pin::Pin;
 use wasmtime::Store;
 
 type PluginState = super::sandbox::PluginState;
 
-impl World {
-    pub(crate) async fn describe(
-        &self,
-        store: &mut Store<PluginState>,
-    ) -> wasmtime::Result<c::PluginInfo> {
-        let info = match self {
-            World::Target(w) => w.dax_plugin_plugin().call_describe(store).await?,
-            World::Scanner(w) => w.dax_plugin_plugin().call_describe(store).await?,
-            World::MetricProvider(w) => w.dax_plugin_plugin().call_describe(store).await?,
-            World::Strategy(w) => w.dax_plugin_plugin().call_describe(store).await?,
-        };
-        Ok(c::PluginInfo {
-            name: info.name,
-            version: info.version,
-            role: match info.role {
-                wit::PluginRole::Target => c::PluginRole::Target,
-                wit::PluginRole::Scanner => c::PluginRole::Scanner,
-                wit::PluginRole::MetricProvider => c::PluginRole::MetricProvider,
-                wit::PluginRole::Strategy => c::PluginRole::Strategy,
-            },
-            description: info.description,
-            config_schema: info.config_schema,
-        })
-    }
+/// Call a function of the `plugin` interface, which every world exports as its own generated
+/// type; hence the box (these calls run at load and validate time only, never per step).
+macro_rules! plugin_interface_call {
+    ($world:expr, |$g:ident, $store:ident| $call:expr) => {
+        plugin_interface_call!(@arms $world, |$g, $store| $call, Target Scanner MetricProvider Strategy)
+    };
+    (@arms $world:expr, |$g:ident, $store:ident| $call:expr, $($variant:ident)*) => {
+        match $world {
+            $(World::$variant(w) => {
+                let $g = w.dax_plugin_plugin().clone();
+                Box::pin(async move {
+                    let answer = $call.await;
+                    ($store, answer)
+                }) as Pin<Box<dyn Future<Output = Answer<_>> + Send + '_>>
+            })*
+        }
+    };
+}
 
-    pub(crate) async fn validate_config(
+impl World {
+    pub(crate) fn describe(
         &self,
-        store: &mut Store<PluginState>,
-        config: &str,
-    ) -> wasmtime::Result<Vec<c::ConfigProblem>> {
-        let problems = match self {
-            World::Target(w) => {
-                w.dax_plugin_plugin()
-                    .call_validate_config(store, config)
-                    .await?
-            }
-            World::Scanner(w) => {
-                w.dax_plugin_plugin()
-                    .call_validate_config(store, config)
-                    .await?
-            }
-            World::MetricProvider(w) => {
-                w.dax_plugin_plugin()
-                    .call_validate_config(store, config)
-                    .await?
-            }
-            World::Strategy(w) => {
-                w.dax_plugin_plugin()
-                    .call_validate_config(store, config)
-                    .await?
-            }
-        };
-        Ok(problems
-            .into_iter()
-            .map(|p| c::ConfigProblem {
-                field: p.field,
-                message: p.message,
-            })
-            .collect())
+        mut store: Store<PluginState>,
+    ) -> impl Future<Output = Answer<c::PluginInfo>> + Send + use<> {
+        let call = plugin_interface_call!(self, |g, store| g.call_describe(&mut store));
+        async move {
+            let (store, info) = call.await;
+            let info = info.map(|info: wit::PluginInfo| c::PluginInfo {
+                name: info.name,
+                version: info.version,
+                role: match info.role {
+                    wit::PluginRole::Target => c::PluginRole::Target,
+                    wit::PluginRole::Scanner => c::PluginRole::Scanner,
+                    wit::PluginRole::MetricProvider => c::PluginRole::MetricProvider,
+                    wit::PluginRole::Strategy => c::PluginRole::Strategy,
+                },
+                description: info.description,
+                config_schema: info.config_schema,
+            });
+            (store, info)
+        }
     }
 }
 
@@ -83,9 +67,10 @@ impl LoadedPlugin {
         config: &serde_json::Value,
     ) -> CallResult<Vec<c::ConfigProblem>> {
         let config = config.to_string();
-        let problems = self
-            .call(move |store, world| {
-                Box::pin(async move { world.validate_config(store, &config).await })
+        let problems: Vec<wit::ConfigProblem> = self
+            .call(|mut store, world| {
+                plugin_interface_call!(world, |g, store| g
+                    .call_validate_config(&mut store, &config))
             })
             .await?;
         if problems.len() > super::MAX_CONFIG_PROBLEMS {
@@ -154,13 +139,23 @@ fn check_size<T: serde::Serialize>(plugin: &LoadedPlugin, value: &T) -> CallResu
     Ok(())
 }
 
-/// Unwrap the world a role implementation was built for (checked at construction).
-macro_rules! world {
-    ($world:expr, $variant:ident) => {
-        match $world {
-            World::$variant(w) => w,
-            _ => unreachable!("role checked when the plugin object was created"),
-        }
+/// Call one export of a role's interface on a warm instance:
+/// `guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g.call_deploy(store, ..))`.
+/// The call's future owns the store and hands it back (see [`LoadedPlugin::call`]); what
+/// the call borrows stays borrowed, nothing is copied for it.
+macro_rules! guest_call {
+    ($plugin:expr, $variant:ident . $interface:ident, |$g:ident, $store:ident| $call:expr) => {
+        $plugin.call(|mut store, world| {
+            let $g = match world {
+                World::$variant(w) => w.$interface().clone(),
+                _ => unreachable!("role checked when the plugin object was created"),
+            };
+            async move {
+                let $store = &mut store;
+                let answer = $call.await;
+                (store, answer)
+            }
+        })
     };
 }
 
@@ -242,27 +237,6 @@ impl WasmTarget {
             config: config.to_string(),
         }
     }
-
-    async fn unit_call(
-        &self,
-        f: impl for<'a> FnOnce(
-                &'a mut Store<PluginState>,
-                &'a wtarget::Guest,
-                &'a str,
-            ) -> super::CallFuture<'a, Result<(), wit::PluginError>>
-            + Send
-            + 'static,
-    ) -> CallResult<()> {
-        let config = self.config.clone();
-        let result = self
-            .plugin
-            .call(move |store, world| {
-                let guest = world!(world, Target).dax_plugin_target();
-                Box::pin(async move { f(store, guest, &config).await })
-            })
-            .await?;
-        result.map_err(|e| plugin_error(&self.plugin, e))
-    }
 }
 
 #[async_trait::async_trait]
@@ -275,22 +249,17 @@ impl c::Target for WasmTarget {
             replicas: w.replicas,
             spec: w.spec.clone(),
         };
-        self.unit_call(move |store, g, config| {
-            Box::pin(async move { g.call_deploy(store, config, &w).await })
-        })
-        .await
+        guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_deploy(store, &self.config, &w))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))
     }
 
     async fn traffic_support(&self) -> CallResult<c::TrafficSupport> {
-        let config = self.config.clone();
-        let s = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, Target).dax_plugin_target();
-                Box::pin(async move { g.call_supported_traffic(store, &config).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let s = guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_supported_traffic(store, &self.config))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         let support = c::TrafficSupport {
             weights: s.weights,
             header_matches: s.header_matches,
@@ -303,31 +272,27 @@ impl c::Target for WasmTarget {
     }
 
     async fn set_traffic(&self, app: &str, split: &c::TrafficSplit) -> CallResult<()> {
-        let (app, split) = (app.to_string(), to_wit_split(split));
-        self.unit_call(move |store, g, config| {
-            Box::pin(async move { g.call_set_traffic(store, config, &app, &split).await })
-        })
-        .await
+        let split = to_wit_split(split);
+        guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_set_traffic(store, &self.config, app, &split))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))
     }
 
     async fn scale(&self, app: &str, slot: c::Slot, replicas: u32) -> CallResult<()> {
-        let (app, slot) = (app.to_string(), to_wit_slot(slot));
-        self.unit_call(move |store, g, config| {
-            Box::pin(async move { g.call_scale(store, config, &app, slot, replicas).await })
-        })
-        .await
+        let slot = to_wit_slot(slot);
+        guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_scale(store, &self.config, app, slot, replicas))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))
     }
 
     async fn status(&self, app: &str, slot: c::Slot) -> CallResult<c::WorkloadStatus> {
-        let (app, slot, config) = (app.to_string(), to_wit_slot(slot), self.config.clone());
-        let result = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, Target).dax_plugin_target();
-                Box::pin(async move { g.call_status(store, &config, &app, slot).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let slot = to_wit_slot(slot);
+        let result = guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_status(store, &self.config, app, slot))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         let status = c::WorkloadStatus {
             desired: result.desired,
             ready: result.ready,
@@ -340,27 +305,24 @@ impl c::Target for WasmTarget {
     }
 
     async fn promote(&self, app: &str) -> CallResult<()> {
-        let app = app.to_string();
-        self.unit_call(move |store, g, config| {
-            Box::pin(async move { g.call_promote(store, config, &app).await })
-        })
-        .await
+        guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_promote(store, &self.config, app))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))
     }
 
     async fn rollback(&self, app: &str) -> CallResult<()> {
-        let app = app.to_string();
-        self.unit_call(move |store, g, config| {
-            Box::pin(async move { g.call_rollback(store, config, &app).await })
-        })
-        .await
+        guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_rollback(store, &self.config, app))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))
     }
 
     async fn finalize(&self, app: &str) -> CallResult<()> {
-        let app = app.to_string();
-        self.unit_call(move |store, g, config| {
-            Box::pin(async move { g.call_finalize(store, config, &app).await })
-        })
-        .await
+        guest_call!(self.plugin, Target.dax_plugin_target, |g, store| g
+            .call_finalize(store, &self.config, app))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))
     }
 }
 
@@ -393,15 +355,13 @@ impl c::MetricProvider for WasmMetricProvider {
             step_ms: q.step_ms,
             vars: q.vars.clone(),
         };
-        let config = self.config.clone();
-        let answer = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, MetricProvider).dax_plugin_metric_provider();
-                Box::pin(async move { g.call_run_query(store, &config, &query).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let answer = guest_call!(
+            self.plugin,
+            MetricProvider.dax_plugin_metric_provider,
+            |g, store| g.call_run_query(store, &self.config, &query)
+        )
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         Ok(match answer {
             wmetric::Answer::Value(v) => c::MetricAnswer::Value(v),
             wmetric::Answer::NoData(why) => {
@@ -450,15 +410,10 @@ impl c::Scanner for WasmScanner {
             digest: a.digest.clone(),
             manifests: a.manifests.clone(),
         };
-        let config = self.config.clone();
-        let report = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, Scanner).dax_plugin_scanner();
-                Box::pin(async move { g.call_scan(store, &config, &artifact).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let report = guest_call!(self.plugin, Scanner.dax_plugin_scanner, |g, store| g
+            .call_scan(store, &self.config, &artifact))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         let report = c::ScanReport {
             artifact_name: report.artifact_name,
             findings: report
@@ -601,15 +556,10 @@ fn to_wit_observation(o: &c::Observation) -> wstrat::Observation {
 #[async_trait::async_trait]
 impl c::Strategy for WasmStrategy {
     async fn describe_plan(&self) -> CallResult<c::Plan> {
-        let params = self.params.clone();
-        let plan = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, Strategy).dax_plugin_strategy();
-                Box::pin(async move { g.call_describe_plan(store, &params).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let plan = guest_call!(self.plugin, Strategy.dax_plugin_strategy, |g, store| g
+            .call_describe_plan(store, &self.params))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         let plan = c::Plan {
             steps: plan.steps,
             best_case_ms: plan.best_case_ms,
@@ -620,32 +570,19 @@ impl c::Strategy for WasmStrategy {
     }
 
     async fn start(&self) -> CallResult<c::Decision> {
-        let params = self.params.clone();
-        let d = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, Strategy).dax_plugin_strategy();
-                Box::pin(async move { g.call_start(store, &params).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let d = guest_call!(self.plugin, Strategy.dax_plugin_strategy, |g, store| g
+            .call_start(store, &self.params))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         self.decision(d)
     }
 
     async fn next(&self, state: &[u8], observation: &c::Observation) -> CallResult<c::Decision> {
-        let (params, state, obs) = (
-            self.params.clone(),
-            state.to_vec(),
-            to_wit_observation(observation),
-        );
-        let d = self
-            .plugin
-            .call(move |store, world| {
-                let g = world!(world, Strategy).dax_plugin_strategy();
-                Box::pin(async move { g.call_next(store, &params, &state, &obs).await })
-            })
-            .await?
-            .map_err(|e| plugin_error(&self.plugin, e))?;
+        let obs = to_wit_observation(observation);
+        let d = guest_call!(self.plugin, Strategy.dax_plugin_strategy, |g, store| g
+            .call_next(store, &self.params, state, &obs))
+        .await?
+        .map_err(|e| plugin_error(&self.plugin, e))?;
         self.decision(d)
     }
 }

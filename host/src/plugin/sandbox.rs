@@ -13,7 +13,8 @@ use super::spec::{Grants, Limits};
 use super::LoadError;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
@@ -120,7 +121,7 @@ impl Sandbox {
     /// A fresh store state: WASI context with no env, no args, no sockets, stdio into
     /// `tracing`, and only the granted preopens.
     pub fn new_state(&self) -> anyhow::Result<PluginState> {
-        let output = Arc::new(Mutex::new(PluginOutput::new(self.plugin.clone())));
+        let output = Arc::new(PerCall::new(PluginOutput::new(self.plugin.clone())));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LogStream {
             output: output.clone(),
@@ -141,7 +142,7 @@ impl Sandbox {
             };
             wasi.preopened_dir(&dir.host, &dir.guest, perms)?;
         }
-        let denials = Arc::new(Mutex::new(Vec::new()));
+        let denials = Arc::new(PerCall::new(Vec::new()));
         Ok(PluginState {
             plugin: self.plugin.clone(),
             wasi: wasi.build(),
@@ -185,9 +186,9 @@ pub struct PluginState {
     pub cpu_tick_budget: u64,
     pub call_timeout: Duration,
     /// What the plugin prints or logs, bounded per call.
-    pub output: Arc<Mutex<PluginOutput>>,
+    pub output: Arc<PerCall<PluginOutput>>,
     /// What the host refused during the current call (HTTP destinations, symlinks).
-    pub denials: Arc<Mutex<Vec<String>>>,
+    pub denials: Arc<PerCall<Vec<String>>>,
     /// `dax:host/kube` access, when granted.
     pub kube: Option<Arc<KubeAccess>>,
     /// `dax:host/aws` access, when granted.
@@ -196,23 +197,11 @@ pub struct PluginState {
 
 impl PluginState {
     /// Reset the per-call CPU and memory bookkeeping before a call. Output and denials are
-    /// reset when the previous call ends ([`end_call`](Self::end_call)), so the common path
+    /// reset when the previous call ends ([`CallLog::end_call`]), so the common path
     /// takes no lock here.
     pub fn begin_call(&mut self) {
         self.cpu_ticks = 0;
         self.limiter.exceeded = None;
-    }
-
-    /// After a call (and after its fault, if any, was described with
-    /// [`take_denials`](Self::take_denials)): emit the output it left unterminated, reset the
-    /// output budget and forget the denials, ready for the next call.
-    pub fn end_call(&self) {
-        {
-            let mut output = self.output.lock().unwrap();
-            output.end_call();
-            output.begin_call();
-        }
-        self.denials.lock().unwrap().clear();
     }
 
     /// Record (and log) something the host refused during this call (the first few are kept).
@@ -220,9 +209,79 @@ impl PluginState {
         push_denial(&self.plugin, &self.denials, reason);
     }
 
+    /// This instance's output and denials, to keep beside its store: a call cut off by its
+    /// wall-clock deadline drops the store, and its fault still names what was refused.
+    pub fn call_log(&self) -> CallLog {
+        CallLog {
+            output: self.output.clone(),
+            denials: self.denials.clone(),
+        }
+    }
+}
+
+/// What one instance printed and was refused during the current call.
+#[derive(Clone)]
+pub struct CallLog {
+    output: Arc<PerCall<PluginOutput>>,
+    denials: Arc<PerCall<Vec<String>>>,
+}
+
+impl CallLog {
+    /// After a call (and after its fault, if any, was described with
+    /// [`take_denials`](Self::take_denials)): emit the output it left unterminated, reset the
+    /// output budget and forget the denials, ready for the next call.
+    pub fn end_call(&self) {
+        if let Some(mut output) = self.output.lock_if_written() {
+            output.end_call();
+            output.begin_call();
+        }
+        if let Some(mut denials) = self.denials.lock_if_written() {
+            denials.clear();
+        }
+    }
+
     /// What the host refused during this call (drained).
     pub fn take_denials(&self) -> Vec<String> {
-        std::mem::take(&mut *self.denials.lock().unwrap())
+        self.denials
+            .lock_if_written()
+            .map(|mut denials| std::mem::take(&mut *denials))
+            .unwrap_or_default()
+    }
+}
+
+/// Per-call bookkeeping that several parts of the host write (stdio, capabilities) and the
+/// call path resets after every call. Most calls write nothing, and their reset then takes
+/// no lock: one plain load instead of two atomic read-modify-writes per record.
+pub struct PerCall<T> {
+    /// Set by every [`lock`](Self::lock), cleared by the reset; both while holding the lock.
+    written: AtomicBool,
+    value: Mutex<T>,
+}
+
+impl<T> PerCall<T> {
+    pub fn new(value: T) -> Self {
+        PerCall {
+            written: AtomicBool::new(false),
+            value: Mutex::new(value),
+        }
+    }
+
+    /// Lock it to write (or read); it counts as written until the next reset.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        let guard = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        self.written.store(true, Ordering::Release);
+        guard
+    }
+
+    /// Lock it for the reset, if anything locked it since the last one. A writer that races
+    /// the reset has its write kept for the next one, as if it came after this call.
+    fn lock_if_written(&self) -> Option<MutexGuard<'_, T>> {
+        if !self.written.load(Ordering::Acquire) {
+            return None;
+        }
+        let guard = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        self.written.store(false, Ordering::Relaxed);
+        Some(guard)
     }
 }
 
@@ -250,9 +309,9 @@ impl WasiHttpView for PluginState {
 const MAX_DENIALS: usize = 5;
 
 /// Log what the host refused a plugin and keep it for the call's error (the first few).
-pub(crate) fn push_denial(plugin: &str, denials: &Mutex<Vec<String>>, reason: String) {
+pub(crate) fn push_denial(plugin: &str, denials: &PerCall<Vec<String>>, reason: String) {
     tracing::warn!(plugin = %plugin, "{reason}");
-    let mut denials = denials.lock().unwrap();
+    let mut denials = denials.lock();
     if denials.len() < MAX_DENIALS {
         denials.push(reason);
     }
@@ -333,7 +392,7 @@ impl ResourceLimiter for MemoryLimiter {
 /// Plugin stdout/stderr, into the instance's bounded [`PluginOutput`].
 #[derive(Clone)]
 struct LogStream {
-    output: Arc<Mutex<PluginOutput>>,
+    output: Arc<PerCall<PluginOutput>>,
     stream: Stream,
 }
 
@@ -355,7 +414,7 @@ impl tokio::io::AsyncWrite for LogStream {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.output.lock().unwrap().write(self.stream, buf);
+        self.output.lock().write(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }
 

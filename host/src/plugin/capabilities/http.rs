@@ -2,9 +2,9 @@
 //! `grants.http`, checked on every request, with credentials from `grants.http_auth` added by
 //! the host so the plugin never holds them.
 
-use crate::plugin::sandbox::push_denial;
+use crate::plugin::sandbox::{push_denial, PerCall};
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasmtime_wasi_http::WasiHttpHooks;
 
 /// A credential the host injects into requests to `destination`.
@@ -151,7 +151,7 @@ impl HttpPolicy {
 pub(crate) struct HttpHooks {
     policy: Arc<HttpPolicy>,
     /// The instance's denial list, for the error the engine reports when the call fails.
-    denials: Arc<Mutex<Vec<String>>>,
+    denials: Arc<PerCall<Vec<String>>>,
 }
 
 type SendFuture = Box<
@@ -170,7 +170,7 @@ type SendFuture = Box<
 >;
 
 impl HttpHooks {
-    pub(crate) fn new(policy: Arc<HttpPolicy>, denials: Arc<Mutex<Vec<String>>>) -> Self {
+    pub(crate) fn new(policy: Arc<HttpPolicy>, denials: Arc<PerCall<Vec<String>>>) -> Self {
         HttpHooks { policy, denials }
     }
 }

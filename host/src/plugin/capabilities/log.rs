@@ -21,7 +21,7 @@ const STDERR_TAIL_LINE_BYTES: usize = 512;
 
 impl Host for PluginState {
     fn log(&mut self, lvl: Level, message: String) {
-        self.output.lock().unwrap().log(lvl, &message);
+        self.output.lock().log(lvl, &message);
     }
 }
 

@@ -21,9 +21,9 @@ use crate::plugin::bindings::capabilities::dax::host::aws::{
     self as wit, AwsError, AwsRequest, AwsResponse, Host, Protocol,
 };
 use crate::plugin::capabilities::log::escape;
-use crate::plugin::sandbox::{push_denial, PluginState};
+use crate::plugin::sandbox::{push_denial, PerCall, PluginState};
 use client::Outgoing;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 /// Largest request body a plugin may hand over.
@@ -49,7 +49,7 @@ pub struct AwsView {
     plugin: Arc<str>,
     /// `None` without a `grants.aws` table: every call is refused.
     access: Option<Arc<AwsAccess>>,
-    denials: Arc<Mutex<Vec<String>>>,
+    denials: Arc<PerCall<Vec<String>>>,
 }
 
 /// AWS's refusal, from either error format.

@@ -19,11 +19,11 @@ pub use grant::KubeGrant;
 use crate::plugin::bindings::capabilities::dax::host::kube::{
     self as wit, ApiStatus, Host, KindRef, KubeError, ListOptions, PatchBody,
 };
-use crate::plugin::sandbox::{push_denial, PluginState};
+use crate::plugin::sandbox::{push_denial, PerCall, PluginState};
 use client::Kind;
 use grant::{check_object_name, is_dns_label, Verb};
 use kube::core::params::{DeleteParams, GetParams, ListParams, Patch, PatchParams};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 /// The field manager of every server-side apply and patch.
@@ -49,7 +49,7 @@ pub struct KubeView {
     plugin: Arc<str>,
     /// `None` without a `grants.kube` table: every call is refused.
     access: Option<Arc<KubeAccess>>,
-    denials: Arc<Mutex<Vec<String>>>,
+    denials: Arc<PerCall<Vec<String>>>,
 }
 
 /// Why a call failed, before it becomes the WIT `kube-error`.
