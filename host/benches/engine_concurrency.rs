@@ -105,6 +105,16 @@ impl Strategy for BenchStrategy {
                 state: vec![2, step as u8],
                 note: String::new(),
             }),
+            5 => Ok(Decision {
+                next: Step::Promote,
+                state: vec![4, 0],
+                note: String::new(),
+            }),
+            4 => Ok(Decision {
+                next: Step::Finish(FinalStatus::Promoted),
+                state: vec![3],
+                note: String::new(),
+            }),
             _ => {
                 let ok = matches!(&obs.last, Outcome::Analysis(a) if a.checks.iter().all(|c| c.verdict == CheckVerdict::Pass));
                 if !ok || step + 1 >= self.steps {
@@ -120,9 +130,11 @@ impl Strategy for BenchStrategy {
                     });
                 }
                 if step + 1 >= self.steps {
+                    // The engine promotes only a candidate it saw ready, and finishes as
+                    // promoted only after a promote succeeded.
                     Ok(Decision {
-                        next: Step::Finish(FinalStatus::Promoted),
-                        state: vec![3],
+                        next: Step::CheckStatus(Slot::Candidate),
+                        state: vec![5, 0],
                         note: String::new(),
                     })
                 } else {
@@ -396,12 +408,25 @@ async fn run(n: usize, steps: u32, fsync: bool, startups: Option<usize>) -> Row 
         }));
     }
     let mut promoted = 0;
+    let mut first_other = None;
     for t in tasks {
-        if let Ok(Ok(r)) = t.await {
-            if r.status == FinalStatus::Promoted {
-                promoted += 1;
+        match t.await {
+            Ok(Ok(r)) if r.status == FinalStatus::Promoted => promoted += 1,
+            other => {
+                first_other.get_or_insert_with(|| match other {
+                    Ok(Ok(r)) => format!("ended {:?}: {:?}", r.status, r.reason),
+                    Ok(Err(e)) => format!("failed: {e:#}"),
+                    Err(e) => format!("panicked: {e}"),
+                });
             }
         }
+    }
+    // A run whose deployments did not promote measured something else: say what.
+    if let Some(other) = first_other {
+        eprintln!(
+            "  N={n}: {} of {n} deployments did not promote; the first {other}",
+            n - promoted
+        );
     }
     sampler.abort();
     let flush1 = dax::state::flush_stats();

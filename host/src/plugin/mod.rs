@@ -115,6 +115,8 @@ impl From<anyhow::Error> for LoadError {
 }
 /// Idle warm instances kept per loaded plugin.
 const MAX_IDLE_INSTANCES: usize = 8;
+/// Largest `.wasm` whose compile-cache entry is loaded on the async worker itself.
+const INLINE_CACHE_LOAD_MAX_WASM: usize = 1024 * 1024;
 
 /// Host-wide settings for plugin execution.
 #[derive(Debug, Clone)]
@@ -307,9 +309,15 @@ impl PluginHost {
                 // Loading and compiling block (a large JS component compiles for seconds):
                 // keep them off the async workers. A cache hit needs only the digest; the
                 // bytes are copied for the blocking thread only when they must be compiled.
-                let (engine, cache) = (self.engine.clone(), self.cache.clone());
-                let key = digest.clone();
-                let cached = tokio::task::spawn_blocking(move || cache.get(&engine, &key)).await?;
+                // A small component's entry loads in a few hundred microseconds, of which a
+                // hop to the blocking pool would be a tenth: load it right here.
+                let cached = if bytes.len() <= INLINE_CACHE_LOAD_MAX_WASM {
+                    self.cache.get(&self.engine, &digest)
+                } else {
+                    let (engine, cache) = (self.engine.clone(), self.cache.clone());
+                    let key = digest.clone();
+                    tokio::task::spawn_blocking(move || cache.get(&engine, &key)).await?
+                };
                 if let Some(component) = cached {
                     compiled = CompileSource::Cache;
                     return anyhow::Ok(component);

@@ -432,6 +432,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn per_call_records_are_reset_after_every_call() {
+        let log = CallLog {
+            output: Arc::new(PerCall::new(PluginOutput::new("p".into()))),
+            denials: Arc::new(PerCall::new(Vec::new())),
+        };
+        push_denial("p", &log.denials, "refused x".into());
+        assert_eq!(log.take_denials(), vec!["refused x".to_string()]);
+        assert!(log.take_denials().is_empty(), "taken once");
+        push_denial("p", &log.denials, "refused y".into());
+        log.end_call();
+        assert!(
+            log.take_denials().is_empty(),
+            "a call's denials never reach the next call's fault"
+        );
+        // A reset of an untouched record changes nothing.
+        log.end_call();
+        push_denial("p", &log.denials, "refused z".into());
+        assert_eq!(log.take_denials(), vec!["refused z".to_string()]);
+    }
+
+    #[test]
     fn memory_limit_counts_every_memory_of_the_instance() {
         let mut limiter = MemoryLimiter {
             plugin: "p".into(),
