@@ -4,7 +4,12 @@
 //!
 //!     cargo run --release -p dax --example proxy_bench -- [--duration 5s] [--rounds 5]
 //!         [--connections 32] [--threads 2] [--proxy-workers 2] [--nginx-workers 1,2]
-//!         [--backend native|python] [--no-nginx]
+//!         [--backend native|python] [--no-nginx] [--pace-ms N]
+//!
+//! `--pace-ms N` compares latency at (nearly) the same load instead of at each proxy's
+//! saturation: every wrk connection waits N ms between requests (wrk's Lua `delay()`), so the
+//! offered load is about connections × 1000 / (N + latency) requests per second for every
+//! path, below what either proxy can serve.
 //!
 //! What each proxy runs (the same routing work, so the comparison is fair):
 //! - dax: the `local` target's proxy in this process, candidate weight 10% (9:1), one header
@@ -43,6 +48,8 @@ struct Opts {
     proxy_workers: usize,
     nginx_workers: Vec<u32>,
     backend: String,
+    /// Each wrk connection waits this long between requests (None: as fast as it can).
+    pace_ms: Option<u32>,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
@@ -54,6 +61,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
         proxy_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         nginx_workers: vec![1, 2],
         backend: "native".into(),
+        pace_ms: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -75,9 +83,10 @@ fn parse_opts() -> anyhow::Result<Opts> {
             }
             "--no-nginx" => o.nginx_workers.clear(),
             "--backend" => o.backend = val()?,
+            "--pace-ms" => o.pace_ms = Some(val()?.parse()?),
             other => anyhow::bail!(
                 "unknown option `{other}`: use --duration, --rounds, --connections, --threads, \
-                 --proxy-workers, --nginx-workers 1,2, --no-nginx, --backend native|python"
+                 --proxy-workers, --nginx-workers 1,2, --no-nginx, --backend native|python, --pace-ms N"
             ),
         }
     }
@@ -131,22 +140,34 @@ fn to_ms(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * factor)
 }
 
-fn run_wrk(threads: u32, connections: u32, duration: &str, url: &str) -> anyhow::Result<WrkResult> {
-    let out = std::process::Command::new("wrk")
-        .args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            duration,
-            "--latency",
-            url,
-        ])
-        .output()
-        .map_err(|e| {
-            anyhow::anyhow!("cannot run wrk ({e}): install it with `apt-get install wrk`")
-        })?;
+fn run_wrk(
+    threads: u32,
+    connections: u32,
+    duration: &str,
+    url: &str,
+    pace_ms: Option<u32>,
+) -> anyhow::Result<WrkResult> {
+    let mut wrk = std::process::Command::new("wrk");
+    wrk.args([
+        "-t",
+        &threads.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+        duration,
+        "--latency",
+        url,
+    ]);
+    let script = pace_ms.map(|ms| {
+        let path = std::env::temp_dir().join(format!("dax-proxy-bench-pace-{ms}.lua"));
+        std::fs::write(&path, format!("function delay()\n  return {ms}\nend\n")).map(|()| path)
+    });
+    if let Some(script) = script {
+        wrk.arg("-s").arg(script?);
+    }
+    let out = wrk.output().map_err(|e| {
+        anyhow::anyhow!("cannot run wrk ({e}): install it with `apt-get install wrk`")
+    })?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!(
@@ -223,7 +244,7 @@ impl Cpu {
 /// One measured run of wrk against `url`, with the proxy's CPU per request.
 fn measure(o: &Opts, url: &str, cpu: &Cpu) -> anyhow::Result<WrkResult> {
     let before = cpu.ticks();
-    let mut r = run_wrk(o.threads, o.connections, &o.duration, url)?;
+    let mut r = run_wrk(o.threads, o.connections, &o.duration, url, o.pace_ms)?;
     let after = cpu.ticks();
     if let Cpu::Pids(_) = cpu {
         let secs = (after - before) as f64 / TICKS_PER_SEC;
@@ -524,7 +545,7 @@ struct Results {
 fn measure_all(o: &Opts, paths: &[(String, String, Cpu)]) -> anyhow::Result<Results> {
     // Warm every path (connection pools, page cache) before measuring.
     for (_, url, _) in paths {
-        run_wrk(o.threads, o.connections, "1s", url)?;
+        run_wrk(o.threads, o.connections, "1s", url, o.pace_ms)?;
     }
     let mut rounds = Vec::new();
     for r in 0..o.rounds {
@@ -551,6 +572,7 @@ fn measure_all(o: &Opts, paths: &[(String, String, Cpu)]) -> anyhow::Result<Resu
         let one = Opts {
             threads: 1,
             connections: 1,
+            pace_ms: None,
             ..o.clone()
         };
         single.push(measure(&one, url, cpu)?);
@@ -569,6 +591,9 @@ fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         o.proxy_workers
     );
+    if let Some(ms) = o.pace_ms {
+        println!("paced: every connection waits {ms} ms between requests (wrk `delay()`)");
+    }
     println!("| path | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req |");
     println!("|---|---:|---:|---:|---:|---:|");
     let col = |p: usize, f: &dyn Fn(&WrkResult) -> f64| -> Vec<f64> {
