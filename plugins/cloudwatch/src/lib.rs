@@ -36,7 +36,7 @@
 //! explicit no-data, never as 0.
 
 pub mod query;
-pub mod xml;
+pub use query_xml as xml;
 
 #[cfg(target_arch = "wasm32")]
 mod guest {

@@ -21,10 +21,10 @@
 
 #[cfg(target_arch = "wasm32")]
 mod api;
+pub mod plan;
 #[cfg(target_arch = "wasm32")]
 mod rolling;
-pub mod plan;
-pub mod xml;
+pub use query_xml as xml;
 
 // The component's exports (only in the Wasm build: natively, the crate is its unit tests).
 #[cfg(target_arch = "wasm32")]
@@ -54,7 +54,8 @@ mod guest {
     }
 
     fn config(text: &str) -> Result<Config, PluginError> {
-        Config::parse(text).map_err(|(field, message)| PluginError::InvalidConfig(format!("{field}: {message}")))
+        Config::parse(text)
+            .map_err(|(field, message)| PluginError::InvalidConfig(format!("{field}: {message}")))
     }
 
     impl Guest for Ecs {
@@ -78,53 +79,75 @@ mod guest {
             }
             let api = Api::new(&c);
             let stable = api.service(&w.app)?.ok_or_else(|| {
-                PluginError::NotFound(format!("no ECS service `{}` in cluster `{}`: create the stable service first", w.app, c.cluster))
+                PluginError::NotFound(format!(
+                    "no ECS service `{}` in cluster `{}`: create the stable service first",
+                    w.app, c.cluster
+                ))
             })?;
             let candidate_name = plan::candidate_name(&w.app);
             let stable_td = api.task_definition(plan::str_of(&stable, "taskDefinition"))?;
             // Resume: a candidate already running this version only needs its count.
             if let Some(existing) = api.service(&candidate_name)? {
                 let td = api.task_definition(plan::str_of(&existing, "taskDefinition"))?;
-                if plan::version_of(&td) == w.version && plan::str_of(&existing, "status") == "ACTIVE" {
+                if plan::version_of(&td) == w.version
+                    && plan::str_of(&existing, "status") == "ACTIVE"
+                {
                     return api.update_service(&candidate_name, None, Some(w.replicas));
                 }
             }
-            let register = plan::new_revision(&stable_td, &c, &w.artifact, &w.version).map_err(PluginError::InvalidInput)?;
+            let register = plan::new_revision(&stable_td, &c, &w.artifact, &w.version)
+                .map_err(PluginError::InvalidInput)?;
             let td_arn = api.register_task_definition(&register)?;
             match api.service(&candidate_name)? {
                 Some(existing) if plan::str_of(&existing, "status") == "ACTIVE" => {
                     api.update_service(&candidate_name, Some(&td_arn), Some(w.replicas))
                 }
                 _ => {
-                    let create = plan::candidate_service(&stable, &c, &candidate_name, &td_arn, w.replicas);
+                    let create =
+                        plan::candidate_service(&stable, &c, &candidate_name, &td_arn, w.replicas);
                     api.create_service(&create)
                 }
             }
         }
 
-        fn set_traffic(config_text: String, app: String, split: TrafficSplit) -> Result<(), PluginError> {
+        fn set_traffic(
+            config_text: String,
+            app: String,
+            split: TrafficSplit,
+        ) -> Result<(), PluginError> {
             let c = config(&config_text)?;
             if c.mode == Mode::Rolling {
                 return super::rolling::set_traffic(&split);
             }
             if split.candidate_weight > 100 {
-                return Err(PluginError::InvalidInput(format!("candidate weight {} is above 100", split.candidate_weight)));
+                return Err(PluginError::InvalidInput(format!(
+                    "candidate weight {} is above 100",
+                    split.candidate_weight
+                )));
             }
             if split.mirror_percent > 0 {
-                return Err(PluginError::Unsupported("an Application Load Balancer cannot mirror requests".into()));
+                return Err(PluginError::Unsupported(
+                    "an Application Load Balancer cannot mirror requests".into(),
+                ));
             }
             let _ = app;
             let api = Api::new(&c);
             if split.matches.is_empty() {
                 api.remove_ab_rule()?;
             } else {
-                let conditions = plan::rule_conditions(&split.matches).map_err(PluginError::Unsupported)?;
+                let conditions =
+                    plan::rule_conditions(&split.matches).map_err(PluginError::Unsupported)?;
                 api.put_ab_rule(&conditions)?;
             }
             api.set_weights(100 - split.candidate_weight, split.candidate_weight)
         }
 
-        fn scale(config_text: String, app: String, which: Slot, replicas: u32) -> Result<(), PluginError> {
+        fn scale(
+            config_text: String,
+            app: String,
+            which: Slot,
+            replicas: u32,
+        ) -> Result<(), PluginError> {
             let c = config(&config_text)?;
             if c.mode == Mode::Rolling {
                 // ECS sizes its own deployment (minimum_healthy_percent / maximum_percent).
@@ -136,11 +159,17 @@ mod guest {
             match api.service(&name)? {
                 Some(_) => api.update_service(&name, None, Some(replicas)),
                 None if replicas == 0 => Ok(()),
-                None => Err(PluginError::NotFound(format!("no ECS service `{name}` to scale"))),
+                None => Err(PluginError::NotFound(format!(
+                    "no ECS service `{name}` to scale"
+                ))),
             }
         }
 
-        fn status(config_text: String, app: String, which: Slot) -> Result<WorkloadStatus, PluginError> {
+        fn status(
+            config_text: String,
+            app: String,
+            which: Slot,
+        ) -> Result<WorkloadStatus, PluginError> {
             let c = config(&config_text)?;
             if c.mode == Mode::Rolling {
                 return super::rolling::status(&c, &app, which);
@@ -148,7 +177,13 @@ mod guest {
             let api = Api::new(&c);
             let name = plan::service_name(&app, which);
             let Some(service) = api.service(&name)? else {
-                return Ok(WorkloadStatus { desired: 0, ready: 0, updated: 0, version: String::new(), message: format!("no service {name}") });
+                return Ok(WorkloadStatus {
+                    desired: 0,
+                    ready: 0,
+                    updated: 0,
+                    version: String::new(),
+                    message: format!("no service {name}"),
+                });
             };
             let td = api.task_definition(plan::str_of(&service, "taskDefinition"))?;
             let group = match which {
@@ -170,9 +205,16 @@ mod guest {
                 if plan::str_of(&candidate, "status") == "ACTIVE" {
                     // The stable service rolls onto the candidate's revision (ECS keeps old tasks
                     // serving until new ones are healthy), keeping at least the candidate's count.
-                    let stable = api.service(&app)?.ok_or_else(|| PluginError::NotFound(format!("no ECS service `{app}`")))?;
-                    let count = plan::count(&stable, "desiredCount").max(plan::count(&candidate, "desiredCount"));
-                    api.update_service(&app, Some(plan::str_of(&candidate, "taskDefinition")), Some(count))?;
+                    let stable = api
+                        .service(&app)?
+                        .ok_or_else(|| PluginError::NotFound(format!("no ECS service `{app}`")))?;
+                    let count = plan::count(&stable, "desiredCount")
+                        .max(plan::count(&candidate, "desiredCount"));
+                    api.update_service(
+                        &app,
+                        Some(plan::str_of(&candidate, "taskDefinition")),
+                        Some(count),
+                    )?;
                 }
             }
             api.set_weights(100, 0)?;

@@ -1,5 +1,7 @@
-//! A small element tree of an XML answer (ELBv2 speaks the Query protocol, which answers in
-//! XML): enough to walk `DescribeRulesResult/Rules/member/...`.
+//! A small element tree of an XML answer: AWS's Query protocol (ELBv2, CloudWatch) answers in
+//! XML, and this is enough to walk `DescribeRulesResult/Rules/member/...` or
+//! `GetMetricDataResult/MetricDataResults/member/...`. Shared by the `ecs` and `cloudwatch`
+//! plugins (each compiles it into its own component).
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
@@ -36,7 +38,8 @@ impl Node {
                 Event::GeneralRef(r) => {
                     let name = r.decode().map_err(|e| format!("not XML: {e}"))?;
                     let reference = format!("&{name};");
-                    let text = quick_xml::escape::unescape(&reference).map_err(|e| format!("not XML: {e}"))?;
+                    let text = quick_xml::escape::unescape(&reference)
+                        .map_err(|e| format!("not XML: {e}"))?;
                     stack.last_mut().unwrap().text.push_str(&text);
                 }
                 Event::End(_) => {
@@ -50,7 +53,10 @@ impl Node {
                 _ => {}
             }
         }
-        stack.pop().and_then(|doc| doc.children.into_iter().next()).ok_or_else(|| "empty XML document".into())
+        stack
+            .pop()
+            .and_then(|doc| doc.children.into_iter().next())
+            .ok_or_else(|| "empty XML document".into())
     }
 
     pub fn child(&self, name: &str) -> Option<&Node> {
@@ -85,7 +91,11 @@ mod tests {
             <member><RuleArn>arn:c</RuleArn><Priority>default</Priority></member></Rules></DescribeRulesResult></DescribeRulesResponse>"#,
         )
         .unwrap();
-        let rules: Vec<_> = doc.path(&["DescribeRulesResult", "Rules"]).unwrap().members().collect();
+        let rules: Vec<_> = doc
+            .path(&["DescribeRulesResult", "Rules"])
+            .unwrap()
+            .members()
+            .collect();
         assert_eq!(rules.len(), 2);
         assert_eq!(rules[0].text_of("RuleArn"), "arn:a&b");
         assert_eq!(rules[1].text_of("Priority"), "default");
