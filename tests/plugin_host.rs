@@ -552,3 +552,41 @@ async fn javascript_plugin_implements_the_same_contract() {
         "{err}"
     );
 }
+
+/// A plugin handle can outlive the host that loaded it (a deployment still holding its
+/// plugins while the host is dropped): its CPU deadline must still stop an infinite loop,
+/// so the epoch keeps ticking for as long as anything holds the engine.
+#[tokio::test]
+async fn a_plugin_that_outlives_its_host_is_still_stopped_at_its_deadline() {
+    let (host, _cache) = fresh_host();
+    let mut adversary_spec = spec(&plugin_path("adversary"));
+    adversary_spec.limits.call_timeout = Duration::from_millis(300);
+    let bad = host
+        .load("adversary", &adversary_spec, Path::new("."))
+        .await
+        .unwrap()
+        .metric_provider(serde_json::json!({}))
+        .await
+        .unwrap();
+    drop(host);
+    // On a thread of its own: a loop nothing interrupts would block this test's runtime too.
+    let started = Instant::now();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = done.send(runtime.block_on(bad.run_query(&query("loop"))));
+    });
+    let looping = outcome.recv_timeout(Duration::from_secs(20)).expect(
+        "the loop was never interrupted: nothing advanced the epoch after the host was dropped",
+    );
+    let reason = fault_reason(looping);
+    assert!(reason.contains("deadline"), "{reason}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "loop ran for {:?}",
+        started.elapsed()
+    );
+}

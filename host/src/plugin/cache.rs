@@ -17,19 +17,18 @@
 //! `.wasm` and the entry rewritten. A cache or key that other users could write or read
 //! turns the disk cache off (with a warning): components are then compiled in memory.
 //!
-//! A cached load copies nothing: the entry is memory-mapped once to verify its tag (one
-//! keyed BLAKE3 pass), and wasmtime maps that same open file (`/proc/self/fd/N`, not the
-//! path, which may name another file by then) as the component's code. The artifact comes
-//! first in the entry so it starts page-aligned, as a mapped image must. `dax` never writes
-//! an entry in place (it renames a new file over it), so a mapped entry does not change
-//! under a running process.
+//! A cached load reads the entry once, in small pieces, through the keyed BLAKE3 hash, and
+//! wasmtime then maps that same open file (`/proc/self/fd/N`, not the path, which may name
+//! another file by then) as the component's code. The artifact comes first in the entry so it
+//! starts page-aligned, as a mapped image must. `dax` never writes an entry in place (it
+//! renames a new file over it), so a verified entry does not change under a running process.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::FileExt as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -39,6 +38,8 @@ const TAG_LEN: usize = blake3::OUT_LEN;
 const KEY_LEN: usize = blake3::KEY_LEN;
 /// What follows the artifact in an entry: its tag and the trailer.
 const SUFFIX_LEN: usize = TAG_LEN + TRAILER.len();
+/// How much of an entry is read and hashed at a time when verifying it.
+const VERIFY_CHUNK: usize = 64 << 10;
 /// Environment variable naming the key file (default: `<data dir>/dax/cache.key`).
 pub const KEY_FILE_ENV: &str = "DAX_CACHE_KEY_FILE";
 
@@ -191,70 +192,91 @@ impl CompileCache {
 
     /// The tag that vouches for `artifact` as the compiled form of `digest` on this engine.
     fn tag(&self, key: &[u8; KEY_LEN], digest: &str, artifact: &[u8]) -> blake3::Hash {
+        let mut hasher = self.tag_hasher(key, digest, artifact.len());
+        hasher.update(artifact);
+        hasher.finalize()
+    }
+
+    /// The tag's hasher up to the artifact bytes, which the caller feeds (at once, or as it
+    /// reads them).
+    fn tag_hasher(&self, key: &[u8; KEY_LEN], digest: &str, artifact_len: usize) -> blake3::Hasher {
         let mut hasher = blake3::Hasher::new_keyed(key);
         for part in [TRAILER, self.engine_tag.as_bytes(), digest.as_bytes()] {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
-        hasher.update(&(artifact.len() as u64).to_le_bytes());
-        hasher.update(artifact);
-        hasher.finalize()
+        hasher.update(&(artifact_len as u64).to_le_bytes());
+        hasher
     }
 
-    /// `entry`, open and mapped, if its tag verifies; `Ok(None)` when there is no entry.
+    /// `entry`, open, if its tag verifies; `Ok(None)` when there is no entry.
     fn read_verified(
         &self,
         key: &[u8; KEY_LEN],
         digest: &str,
         entry: &Path,
     ) -> Result<Option<VerifiedEntry>, Mismatch> {
-        let meta = match std::fs::symlink_metadata(entry) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Mismatch::Unusable(format!("cannot be read: {e}"))),
-        };
-        // Never follow a link or open a device or FIFO: this cache writes regular files only.
-        if !meta.file_type().is_file() {
-            return Err(Mismatch::Forged("is not a regular file".into()));
-        }
         let unreadable = |e: std::io::Error| Mismatch::Unusable(format!("cannot be read: {e}"));
-        // O_NOFOLLOW and O_NONBLOCK: whatever was swapped in since the check above, opening
-        // it neither follows a link nor waits on a FIFO; the fstat below sees what was opened.
-        let file = std::fs::OpenOptions::new()
+        // O_NOFOLLOW: never follow a link (this cache writes regular files only); O_NONBLOCK:
+        // never wait on a FIFO planted there. The fstat below sees what was opened.
+        let file = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(entry)
-            .map_err(unreadable)?;
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(Mismatch::Forged("is a symbolic link".into()))
+            }
+            Err(e) => return Err(unreadable(e)),
+        };
         let meta = file.metadata().map_err(unreadable)?;
         if !meta.file_type().is_file() {
             return Err(Mismatch::Forged("is not a regular file".into()));
         }
         let len = usize::try_from(meta.len())
-            .map_err(|_| Mismatch::Forged("is larger than this machine can map".into()))?;
+            .map_err(|_| Mismatch::Forged("is larger than this machine can address".into()))?;
         if len <= SUFFIX_LEN {
             return Err(Mismatch::Forged("is truncated".into()));
         }
-        let mapped = Mapped::new(&file, len).map_err(unreadable)?;
-        let Some(rest) = mapped.bytes().strip_suffix(TRAILER) else {
+        let artifact_len = len - SUFFIX_LEN;
+        let mut suffix = [0u8; SUFFIX_LEN];
+        file.read_exact_at(&mut suffix, artifact_len as u64)
+            .map_err(unreadable)?;
+        let (tag, trailer) = suffix.split_at(TAG_LEN);
+        if trailer != TRAILER {
             return Err(Mismatch::Unusable(
                 "has no `DAXCWASM2` trailer (another dax version wrote it, or it is truncated)"
                     .into(),
             ));
-        };
-        let (artifact, tag) = rest.split_at(rest.len() - TAG_LEN);
+        }
         let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
+        // The artifact is only hashed here (wasmtime maps the file itself), so it streams
+        // through a small buffer that stays in cache; without `/proc` it is kept to load.
+        let mut kept = (!proc_fd_available()).then(|| Vec::with_capacity(artifact_len));
+        let mut hasher = self.tag_hasher(key, digest, artifact_len);
+        let mut buf = vec![0u8; VERIFY_CHUNK.min(artifact_len)];
+        let mut at = 0;
+        while at < artifact_len {
+            let piece = &mut buf[..VERIFY_CHUNK.min(artifact_len - at)];
+            file.read_exact_at(piece, at as u64).map_err(unreadable)?;
+            hasher.update(piece);
+            if let Some(kept) = &mut kept {
+                kept.extend_from_slice(piece);
+            }
+            at += piece.len();
+        }
         // `blake3::Hash` compares in constant time.
-        if self.tag(key, digest, artifact) != blake3::Hash::from_bytes(tag) {
+        if hasher.finalize() != blake3::Hash::from_bytes(tag) {
             return Err(Mismatch::Forged(
                 "is not authenticated by this machine's cache key (the key changed, or the entry was replaced)"
                     .into(),
             ));
         }
-        let artifact_len = artifact.len();
         Ok(Some(VerifiedEntry {
             file,
-            mapped,
-            artifact_len,
+            artifact: kept,
         }))
     }
 
@@ -282,79 +304,41 @@ impl CompileCache {
     }
 }
 
-/// A cache entry whose tag verified, still open and mapped.
+/// A cache entry whose tag verified, still open.
 struct VerifiedEntry {
     file: std::fs::File,
-    mapped: Mapped,
-    /// The artifact is the entry's first `artifact_len` bytes.
-    artifact_len: usize,
+    /// The verified artifact bytes, kept only where wasmtime cannot map the open file.
+    artifact: Option<Vec<u8>>,
 }
 
 impl VerifiedEntry {
     /// Deserialize the verified artifact: wasmtime maps this open file itself (through
     /// `/proc/self/fd`, so the very inode that verified, whatever the path names now); where
-    /// `/proc` is missing, the verified bytes are copied instead.
+    /// `/proc` is missing, from the verified bytes.
     ///
     /// # Safety
     /// As [`Component::deserialize`]: the bytes must come from `Component::serialize` of a
     /// compatible engine, which the verified tag establishes.
     #[allow(unsafe_code)]
     unsafe fn load(self, engine: &Engine) -> wasmtime::Result<Component> {
-        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
-        if by_fd.exists() {
-            // The mapping wasmtime makes covers the tag and trailer too; an ELF image
-            // ignores bytes after its sections.
+        match &self.artifact {
             // SAFETY: see above; the caller's contract.
-            unsafe { Component::deserialize_file(engine, &by_fd) }
-        } else {
-            // SAFETY: see above; the caller's contract.
-            unsafe { Component::deserialize(engine, &self.mapped.bytes()[..self.artifact_len]) }
+            Some(bytes) => unsafe { Component::deserialize(engine, bytes) },
+            None => {
+                let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+                // The mapping wasmtime makes covers the tag and trailer too; an ELF image
+                // ignores bytes after its sections.
+                // SAFETY: see above; the caller's contract.
+                unsafe { Component::deserialize_file(engine, &by_fd) }
+            }
         }
     }
 }
 
-/// A read-only private mapping of a whole file, unmapped on drop.
-struct Mapped {
-    ptr: NonNull<std::ffi::c_void>,
-    len: usize,
-}
-
-impl Mapped {
-    /// Map the first `len` (> 0) bytes of `file`; `MAP_POPULATE` reads them in at once,
-    /// since verifying reads every byte.
-    fn new(file: &std::fs::File, len: usize) -> std::io::Result<Self> {
-        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-        let size = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
-        // SAFETY: a fresh read-only private mapping at an address of the kernel's choosing
-        // aliases no Rust object.
-        #[allow(unsafe_code)]
-        let ptr = unsafe {
-            mmap(
-                None,
-                size,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
-                file,
-                0,
-            )
-        }
-        .map_err(std::io::Error::from)?;
-        Ok(Mapped { ptr, len })
-    }
-
-    #[allow(unsafe_code)]
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are the mapping made in `new`, unmapped only here.
-        #[allow(unsafe_code)]
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
-    }
+/// Whether open files can be named as `/proc/self/fd/N` here (checked once per process).
+fn proc_fd_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 /// Write `parts` to a new file at `path`, readable by this user only. `create_new`

@@ -40,7 +40,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -151,13 +150,6 @@ pub struct PluginHost {
     /// same plugin (many deployments starting at once) compile it once.
     compiled: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Component>>>>,
     pooling: bool,
-    ticker_stop: Arc<AtomicBool>,
-}
-
-impl Drop for PluginHost {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
 }
 
 impl PluginHost {
@@ -184,19 +176,19 @@ impl PluginHost {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         capabilities::add_to_linker(&mut linker)?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = ticker_stop.clone();
-            std::thread::Builder::new()
-                .name("dax-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })?;
-        }
+        // The epoch advances for as long as anything holds the engine: the host or a plugin
+        // that outlives it (whose CPU deadlines still need ticks). Holding it weakly means
+        // the last owner, not this thread, tears down the engine and its pooled memory.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("dax-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
         let cache = cache::CompileCache::new(&options.cache_dir, &engine)?;
         Ok(PluginHost {
             engine,
@@ -204,7 +196,6 @@ impl PluginHost {
             cache,
             compiled: Mutex::new(HashMap::new()),
             pooling,
-            ticker_stop,
         })
     }
 
