@@ -187,6 +187,85 @@ async fn a_damaged_entry_or_a_lost_key_recompiles() {
     assert_eq!(source(&other), CompileSource::Compiled);
 }
 
+/// The stamp that spares a later run re-hashing an entry vouches for one unchanged file only:
+/// an entry changed in place (even with its size and mtime kept), a different file renamed
+/// over it, or a stamp not made with this machine's key, and every byte is hashed again.
+#[tokio::test]
+async fn a_stamp_never_vouches_for_a_changed_or_different_entry() {
+    use std::io::{Seek, SeekFrom, Write};
+    let (host, _host_cache) = dax_tests::fresh_host();
+    let engine = host.engine();
+    let wasm = std::fs::read(plugin_path("hello-metrics")).unwrap();
+    let digest = sha256_hex(&wasm);
+    let root = tempfile::tempdir().unwrap();
+    let (_keys, key) = private_key();
+    let cache = CompileCache::with_key_file(root.path(), Some(&key), engine);
+    let source = |cache: &CompileCache| cache.get_or_compile(engine, &digest, &wasm).unwrap().1;
+    let (entry, stamp) = (cache.entry_path(&digest), cache.stamp_path(&digest));
+    let settle =
+        || std::thread::sleep(dax::plugin::cache::STAMP_AFTER + Duration::from_millis(100));
+    // An entry younger than STAMP_AFTER is hashed and not stamped; once settled, it is.
+    assert_eq!(source(&cache), CompileSource::Compiled);
+    assert_eq!(source(&cache), CompileSource::Cache);
+    assert!(!stamp.exists(), "a new entry was stamped");
+    settle();
+    assert_eq!(source(&cache), CompileSource::Cache);
+    assert!(
+        stamp.exists(),
+        "a settled entry that verified was not stamped"
+    );
+    assert_eq!(source(&cache), CompileSource::Cache);
+    let good = std::fs::read(&entry).unwrap();
+
+    // Changed in place, same inode, same size, mtime put back: its ctime moved, so it is
+    // hashed, refused and recompiled (the stamp of the replaced entry goes with it).
+    let mtime = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&entry)
+        .unwrap();
+    file.seek(SeekFrom::Start(good.len() as u64 / 2)).unwrap();
+    file.write_all(&[good[good.len() / 2] ^ 1]).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_eq!(
+        source(&cache),
+        CompileSource::Compiled,
+        "entry changed in place"
+    );
+    assert_eq!(std::fs::read(&entry).unwrap(), good);
+    assert!(!stamp.exists(), "the stamp of a replaced entry was kept");
+
+    // A different file renamed over a stamped entry (a restored cache keeps names, not inodes).
+    settle();
+    assert_eq!(source(&cache), CompileSource::Cache);
+    let kept_stamp = std::fs::read(&stamp).unwrap();
+    let mut other = good.clone();
+    other[good.len() / 3] ^= 1;
+    let planted = root.path().join("planted");
+    std::fs::write(&planted, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&planted)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(&planted, &entry).unwrap();
+    std::fs::write(&stamp, &kept_stamp).unwrap();
+    assert_eq!(
+        source(&cache),
+        CompileSource::Compiled,
+        "different file, old stamp"
+    );
+
+    // A stamp not made with this key: the entry is hashed (and here refused).
+    settle();
+    std::fs::write(&entry, &other).unwrap();
+    std::fs::write(&stamp, [0x42u8; 32]).unwrap();
+    settle();
+    assert_eq!(source(&cache), CompileSource::Compiled, "forged stamp");
+}
+
 #[tokio::test]
 async fn a_cache_others_can_write_is_not_used() {
     let (host, _host_cache) = dax_tests::fresh_host();

@@ -22,6 +22,22 @@
 //! another file by then) as the component's code. The artifact comes first in the entry so it
 //! starts page-aligned, as a mapped image must. `dax` never writes an entry in place (it
 //! renames a new file over it), so a verified entry does not change under a running process.
+//!
+//! Verifying reads and hashes every byte (a third of a small plugin's cached load), so once an
+//! entry has verified, a *stamp* remembers which file it was, the way ccache's inode cache and
+//! git's index trust a file's stat data:
+//!
+//! ```text
+//! <digest>.cwasm.verified = BLAKE3-keyed(key; "DAXSTAMP1", engine tag, wasm sha256,
+//!                                        device, inode, size, mtime, ctime of the entry)
+//! ```
+//!
+//! A later load whose open entry has exactly that stat data skips the hash. Nothing short of
+//! root can give a changed or different file the same inode *and* ctime (every write, rename
+//! onto it or `touch` sets ctime to now), a restored or copied entry is a new inode, and the
+//! stamp itself needs the key. Since file timestamps come from a coarse clock, an entry is
+//! stamped only once its ctime is [`STAMP_AFTER`] old, so a write in the same clock tick as the
+//! verification cannot keep the old ctime.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
@@ -40,6 +56,11 @@ const KEY_LEN: usize = blake3::KEY_LEN;
 const SUFFIX_LEN: usize = TAG_LEN + TRAILER.len();
 /// How much of an entry is read and hashed at a time when verifying it.
 const VERIFY_CHUNK: usize = 64 << 10;
+/// First bytes hashed into every stamp; a new stamp layout gets a new label.
+const STAMP_LABEL: &[u8] = b"DAXSTAMP1";
+/// How old an entry's ctime must be before a stamp may vouch for it (far above the
+/// granularity of any local file system's clock).
+pub const STAMP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Environment variable naming the key file (default: `<data dir>/dax/cache.key`).
 pub const KEY_FILE_ENV: &str = "DAX_CACHE_KEY_FILE";
 
@@ -120,6 +141,11 @@ impl CompileCache {
     /// The entry file of the component whose `.wasm` has sha256 `digest`.
     pub fn entry_path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}.cwasm"))
+    }
+
+    /// The stamp that vouches for the entry of `digest` by its stat data.
+    pub fn stamp_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.cwasm.verified"))
     }
 
     /// Load the compiled form of `wasm` (whose sha256 is `digest`) or compile and store it.
@@ -209,6 +235,87 @@ impl CompileCache {
         hasher
     }
 
+    /// The stamp for an entry of `digest` with this stat data.
+    fn stamp(&self, key: &[u8; KEY_LEN], digest: &str, meta: &std::fs::Metadata) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        for part in [STAMP_LABEL, self.engine_tag.as_bytes(), digest.as_bytes()] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        for n in [
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ] {
+            hasher.update(&n.to_le_bytes());
+        }
+        hasher.finalize()
+    }
+
+    /// Whether a stamp vouches for the entry of `digest` that has this stat data.
+    fn stamped(&self, key: &[u8; KEY_LEN], digest: &str, meta: &std::fs::Metadata) -> bool {
+        let mut stamp = [0u8; TAG_LEN];
+        let read = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(self.stamp_path(digest))
+            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp));
+        // `blake3::Hash` compares in constant time.
+        read.is_ok() && self.stamp(key, digest, meta) == blake3::Hash::from_bytes(stamp)
+    }
+
+    /// Stamp the entry of `digest`, which just verified with stat data `before`, if it is
+    /// still that file and its ctime is old enough (see the module docs).
+    fn write_stamp(
+        &self,
+        key: &[u8; KEY_LEN],
+        digest: &str,
+        file: &std::fs::File,
+        before: &std::fs::Metadata,
+    ) {
+        let Ok(after) = file.metadata() else { return };
+        let unchanged = [
+            after.ino(),
+            after.size(),
+            after.mtime() as u64,
+            after.mtime_nsec() as u64,
+            after.ctime() as u64,
+            after.ctime_nsec() as u64,
+        ] == [
+            before.ino(),
+            before.size(),
+            before.mtime() as u64,
+            before.mtime_nsec() as u64,
+            before.ctime() as u64,
+            before.ctime_nsec() as u64,
+        ];
+        let changed_at = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                after.ctime().max(0) as u64,
+                after.ctime_nsec().clamp(0, 999_999_999) as u32,
+            );
+        let settled = std::time::SystemTime::now()
+            .duration_since(changed_at)
+            .is_ok_and(|age| age >= STAMP_AFTER);
+        if !unchanged || !settled {
+            return;
+        }
+        let stamp = self.stamp(key, digest, &after);
+        let tmp = self
+            .dir
+            .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
+        let written = write_private(&tmp, &[stamp.as_bytes()])
+            .and_then(|()| std::fs::rename(&tmp, self.stamp_path(digest)));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!("could not stamp cache entry of {digest}: {e}");
+        }
+    }
+
     /// `entry`, open, if its tag verifies; `Ok(None)` when there is no entry.
     fn read_verified(
         &self,
@@ -239,6 +346,14 @@ impl CompileCache {
             .map_err(|_| Mismatch::Forged("is larger than this machine can address".into()))?;
         if len <= SUFFIX_LEN {
             return Err(Mismatch::Forged("is truncated".into()));
+        }
+        // The very file that verified before and is unchanged since: no need to hash it again
+        // (unless wasmtime cannot map it and needs its bytes read anyway).
+        if proc_fd_available() && self.stamped(key, digest, &meta) {
+            return Ok(Some(VerifiedEntry {
+                file,
+                artifact: None,
+            }));
         }
         let artifact_len = len - SUFFIX_LEN;
         let mut suffix = [0u8; SUFFIX_LEN];
@@ -274,6 +389,9 @@ impl CompileCache {
                     .into(),
             ));
         }
+        if kept.is_none() {
+            self.write_stamp(key, digest, &file, &meta);
+        }
         Ok(Some(VerifiedEntry {
             file,
             artifact: kept,
@@ -298,8 +416,10 @@ impl CompileCache {
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        // The digest file an older dax kept next to each entry means nothing now.
+        // The digest file an older dax kept next to each entry means nothing now, and a stamp
+        // names the replaced file (it would never match again; this keeps the directory tidy).
         let _ = std::fs::remove_file(self.dir.join(format!("{digest}.cwasm.sha256")));
+        let _ = std::fs::remove_file(self.stamp_path(digest));
         written
     }
 }
