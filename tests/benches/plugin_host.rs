@@ -218,10 +218,11 @@ struct LoadTimes {
     stamped: Duration,
 }
 
-/// Medians of `colds` cold loads (each into an empty compile cache) and of `cached_loads`
-/// loads from the compile cache of each kind, each by a fresh host (dropped before the next
-/// load is timed, as no `dax` process loads while another host is torn down).
-async fn load_times(bytes: &[u8], colds: usize, cached_loads: usize) -> LoadTimes {
+/// Medians of `colds` cold loads (each into an empty compile cache) and of `rounds` loads
+/// from the compile cache of each kind, interleaved round by round so that all three see the
+/// machine in the same state. Every load is by a fresh host, dropped before the next load is
+/// timed (no `dax` process loads while another host is torn down).
+async fn load_times(bytes: &[u8], colds: usize, rounds: usize) -> LoadTimes {
     let spec = dax_tests::spec(Path::new("bench.wasm"));
     let load = |options: &HostOptions, expect: CompileSource| {
         let options = options.clone();
@@ -238,44 +239,61 @@ async fn load_times(bytes: &[u8], colds: usize, cached_loads: usize) -> LoadTime
             took
         }
     };
-    let median = |mut times: Vec<Duration>| {
-        times.sort();
-        times[times.len() / 2]
-    };
-    let mut cold = Vec::new();
-    let mut cache = None;
-    for _ in 0..colds {
+    let cache = || {
         let dir = tempfile::tempdir().unwrap();
         let options = HostOptions {
             cache_dir: dir.path().to_path_buf(),
             pooling: true,
         };
-        cold.push(load(&options, CompileSource::Compiled).await);
-        cache = Some((dir, options));
+        (dir, options)
+    };
+    // A cache as a later run finds it: the entry settled, then stamped by one load.
+    let (stamped_dir, stamped_cache) = cache();
+    load(&stamped_cache, CompileSource::Compiled).await;
+    tokio::time::sleep(STAMP_AFTER + Duration::from_millis(50)).await;
+    load(&stamped_cache, CompileSource::Cache).await;
+    // A cache whose entry is replaced by a fresh copy (a new inode, a new ctime) before each
+    // load, so every load reads and hashes all of it.
+    let (hashed_dir, hashed_cache) = cache();
+    load(&hashed_cache, CompileSource::Compiled).await;
+    let entry = cwasm_in(hashed_dir.path());
+    let (mut cold, mut stamped, mut hashed) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round < colds {
+            let (_dir, empty) = cache();
+            cold.push(load(&empty, CompileSource::Compiled).await);
+        }
+        stamped.push(load(&stamped_cache, CompileSource::Cache).await);
+        let copy = entry.with_extension("copy");
+        std::fs::copy(&entry, &copy).unwrap();
+        std::fs::rename(&copy, &entry).unwrap();
+        hashed.push(load(&hashed_cache, CompileSource::Cache).await);
     }
-    let (_dir, options) = cache.expect("at least one cold load");
-    let written = Instant::now();
-    let mut hashed = Vec::new();
-    for _ in 0..cached_loads {
-        hashed.push(load(&options, CompileSource::Cache).await);
-    }
-    assert!(
-        written.elapsed() < STAMP_AFTER,
-        "the hashed loads took longer than STAMP_AFTER: some were stamped"
-    );
-    // A later run: the entry has settled, one load stamps it, the next ones use the stamp.
-    tokio::time::sleep(STAMP_AFTER.saturating_sub(written.elapsed()) + Duration::from_millis(50))
-        .await;
-    load(&options, CompileSource::Cache).await;
-    let mut stamped = Vec::new();
-    for _ in 0..cached_loads {
-        stamped.push(load(&options, CompileSource::Cache).await);
-    }
+    drop((stamped_dir, hashed_dir));
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
     LoadTimes {
         cold: median(cold),
         hashed: median(hashed),
         stamped: median(stamped),
     }
+}
+
+/// The one `.cwasm` entry under a compile cache directory.
+fn cwasm_in(dir: &Path) -> std::path::PathBuf {
+    let engine_dir = std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::read_dir(engine_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a compiled entry")
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -308,7 +326,7 @@ async fn main() {
             return;
         }
         Ok("cached-load") => {
-            load_times(&rust, 1, 10_000).await;
+            load_times(&rust, 1, 5_000).await;
             return;
         }
         _ => {}
@@ -343,8 +361,9 @@ async fn main() {
     })
     .await;
 
-    // Medians: of 5 cold loads for the Rust plugin, 1 for the JS one (seconds each).
-    let rust_loads = load_times(&rust, 5, 21).await;
+    // Medians: of 11 cold loads for the Rust plugin, 1 for the JS one (seconds each), and of
+    // 21 cached loads of each kind.
+    let rust_loads = load_times(&rust, 11, 21).await;
     let js_loads = load_times(&js, 1, 21).await;
 
     println!(
