@@ -363,7 +363,20 @@ fn the_trust_policy_refuses_unsigned_and_wrongly_signed_plugins() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     std::fs::create_dir_all(dir.join("keys")).unwrap();
-    ok(dir, &["plugin", "keygen", "keys/vendor"]);
+    // `--output json` says where the keys went and which public key it is.
+    let made = ok(
+        dir,
+        &["--output", "json", "plugin", "keygen", "keys/vendor"],
+    );
+    let made: serde_json::Value = serde_json::from_str(made.trim()).unwrap();
+    assert_eq!(made["secret_key_file"], "keys/vendor.key", "{made}");
+    assert_eq!(made["public_key_file"], "keys/vendor.pub", "{made}");
+    assert!(
+        made["fingerprint"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("ed25519:")),
+        "{made}"
+    );
     ok(dir, &["plugin", "keygen", "keys/other"]);
     let trust = "[trust]\nrequire_signature = true\nkeys = [\"keys/vendor.pub\"]\n";
     let (sha256, _) = push(dir, &registry, "hello-metrics", "dax/signed:1");
@@ -397,9 +410,11 @@ fn the_trust_policy_refuses_unsigned_and_wrongly_signed_plugins() {
             "--allow-insecure-http",
         ],
     );
-    ok(
+    let signed = ok(
         dir,
         &[
+            "--output",
+            "json",
             "plugin",
             "sign",
             "file-target.wasm",
@@ -407,6 +422,13 @@ fn the_trust_policy_refuses_unsigned_and_wrongly_signed_plugins() {
             "keys/vendor.key",
         ],
     );
+    let signed: serde_json::Value = serde_json::from_str(signed.trim()).unwrap();
+    assert_eq!(
+        signed["sha256"].as_str(),
+        Some(sha256_hex(&std::fs::read(&local_target).unwrap()).as_str()),
+        "{signed}"
+    );
+    assert_eq!(signed["signature"], "file-target.wasm.sig", "{signed}");
     let text = std::fs::read_to_string(dir.join("deploy.toml"))
         .unwrap()
         .replace(&file_target.display().to_string(), "file-target.wasm");

@@ -133,8 +133,15 @@ pub async fn run(cmd: DistributionCommand, json: bool) -> anyhow::Result<i32> {
         DistributionCommand::Keygen { prefix } => {
             let (secret, public) = signature::keygen(&prefix)?;
             let key = signature::read_public_key(&public)?;
-            println!("secret key   {}  (keep it private)", secret.display());
-            println!("public key   {}", key.label);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"secret_key_file": secret, "public_key_file": public, "fingerprint": signature::fingerprint(&key.key)})
+                );
+            } else {
+                println!("secret key   {}  (keep it private)", secret.display());
+                println!("public key   {}", key.label);
+            }
             Ok(0)
         }
         DistributionCommand::Sign {
@@ -168,7 +175,14 @@ pub async fn run(cmd: DistributionCommand, json: bool) -> anyhow::Result<i32> {
                         &serde_json::to_vec(&sig)?,
                     )
                     .await?;
-                    println!("signed {source} (sha256 {digest}); signature {stored} refers to {}", pulled.manifest_digest);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"source": source, "sha256": digest, "signature": stored, "manifest": pulled.manifest_digest})
+                        );
+                    } else {
+                        println!("signed {source} (sha256 {digest}); signature {stored} refers to {}", pulled.manifest_digest);
+                    }
                 }
                 SourceKind::Path => {
                     let wasm = std::fs::read(&source)
@@ -183,7 +197,14 @@ pub async fn run(cmd: DistributionCommand, json: bool) -> anyhow::Result<i32> {
                         .open(&sidecar)
                         .with_context(|| format!("cannot write {sidecar}"))?;
                     writeln!(file, "{}", serde_json::to_string(&sig)?)?;
-                    println!("signed {source} (sha256 {digest}); signature appended to {sidecar}");
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"source": source, "sha256": digest, "signature": sidecar})
+                        );
+                    } else {
+                        println!("signed {source} (sha256 {digest}); signature appended to {sidecar}");
+                    }
                 }
                 _ => anyhow::bail!(
                     "`dax plugin sign` signs a .wasm file or an oci:// plugin; for a URL, sign the file and publish FILE.sig beside it"
