@@ -112,14 +112,41 @@ fn private_key() -> (tempfile::TempDir, PathBuf) {
     (keys, key)
 }
 
+/// A host (for its engine), the `hello-metrics` component and its digest, an empty cache
+/// root, and a key path outside it.
+struct CacheCase {
+    host: PluginHost,
+    _host_cache: tempfile::TempDir,
+    wasm: Vec<u8>,
+    digest: String,
+    root: tempfile::TempDir,
+    _keys: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl CacheCase {
+    fn new() -> Self {
+        let (host, _host_cache) = dax_tests::fresh_host();
+        let wasm = std::fs::read(plugin_path("hello-metrics")).unwrap();
+        let (_keys, key) = private_key();
+        CacheCase {
+            host,
+            _host_cache,
+            digest: sha256_hex(&wasm),
+            wasm,
+            root: tempfile::tempdir().unwrap(),
+            _keys,
+            key,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_damaged_entry_or_a_lost_key_recompiles() {
-    let (host, _host_cache) = dax_tests::fresh_host();
-    let engine = host.engine();
-    let wasm = std::fs::read(plugin_path("hello-metrics")).unwrap();
-    let digest = sha256_hex(&wasm);
-    let root = tempfile::tempdir().unwrap();
-    let (_keys, key) = private_key();
+    let case = CacheCase::new();
+    let engine = case.host.engine();
+    let root = &case.root;
+    let (wasm, digest, key) = (case.wasm.clone(), case.digest.clone(), case.key.clone());
 
     let cache = CompileCache::with_key_file(root.path(), Some(&key), engine);
     assert_eq!(cache.disabled_reason(), None);
@@ -193,12 +220,10 @@ async fn a_damaged_entry_or_a_lost_key_recompiles() {
 #[tokio::test]
 async fn a_stamp_never_vouches_for_a_changed_or_different_entry() {
     use std::io::{Seek, SeekFrom, Write};
-    let (host, _host_cache) = dax_tests::fresh_host();
-    let engine = host.engine();
-    let wasm = std::fs::read(plugin_path("hello-metrics")).unwrap();
-    let digest = sha256_hex(&wasm);
-    let root = tempfile::tempdir().unwrap();
-    let (_keys, key) = private_key();
+    let case = CacheCase::new();
+    let engine = case.host.engine();
+    let root = &case.root;
+    let (wasm, digest, key) = (case.wasm.clone(), case.digest.clone(), case.key.clone());
     let cache = CompileCache::with_key_file(root.path(), Some(&key), engine);
     let source = |cache: &CompileCache| cache.get_or_compile(engine, &digest, &wasm).unwrap().1;
     let (entry, stamp) = (cache.entry_path(&digest), cache.stamp_path(&digest));

@@ -242,15 +242,7 @@ impl CompileCache {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
-        for n in [
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime() as u64,
-            meta.mtime_nsec() as u64,
-            meta.ctime() as u64,
-            meta.ctime_nsec() as u64,
-        ] {
+        for n in file_identity(meta) {
             hasher.update(&n.to_le_bytes());
         }
         hasher.finalize()
@@ -259,10 +251,7 @@ impl CompileCache {
     /// Whether a stamp vouches for the entry of `digest` that has this stat data.
     fn stamped(&self, key: &[u8; KEY_LEN], digest: &str, meta: &std::fs::Metadata) -> bool {
         let mut stamp = [0u8; TAG_LEN];
-        let read = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(self.stamp_path(digest))
+        let read = open_no_follow(&self.stamp_path(digest))
             .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp));
         // `blake3::Hash` compares in constant time.
         read.is_ok() && self.stamp(key, digest, meta) == blake3::Hash::from_bytes(stamp)
@@ -278,21 +267,7 @@ impl CompileCache {
         before: &std::fs::Metadata,
     ) {
         let Ok(after) = file.metadata() else { return };
-        let unchanged = [
-            after.ino(),
-            after.size(),
-            after.mtime() as u64,
-            after.mtime_nsec() as u64,
-            after.ctime() as u64,
-            after.ctime_nsec() as u64,
-        ] == [
-            before.ino(),
-            before.size(),
-            before.mtime() as u64,
-            before.mtime_nsec() as u64,
-            before.ctime() as u64,
-            before.ctime_nsec() as u64,
-        ];
+        let unchanged = file_identity(&after) == file_identity(before);
         let changed_at = std::time::UNIX_EPOCH
             + std::time::Duration::new(
                 after.ctime().max(0) as u64,
@@ -324,13 +299,7 @@ impl CompileCache {
         entry: &Path,
     ) -> Result<Option<VerifiedEntry>, Mismatch> {
         let unreadable = |e: std::io::Error| Mismatch::Unusable(format!("cannot be read: {e}"));
-        // O_NOFOLLOW: never follow a link (this cache writes regular files only); O_NONBLOCK:
-        // never wait on a FIFO planted there. The fstat below sees what was opened.
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(entry)
-        {
+        let file = match open_no_follow(entry) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
@@ -453,6 +422,29 @@ impl VerifiedEntry {
             }
         }
     }
+}
+
+/// What a stamp binds: which file (device, inode) and its size and times. Only root can give
+/// a changed or different file the same values (every change sets ctime to "now").
+fn file_identity(meta: &std::fs::Metadata) -> [u64; 7] {
+    [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
+    ]
+}
+
+/// Open `path` for reading without following a link (this cache writes regular files only)
+/// and without waiting on a FIFO planted there; the caller's fstat sees what was opened.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// Whether open files can be named as `/proc/self/fd/N` here (checked once per process).
