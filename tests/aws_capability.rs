@@ -446,6 +446,11 @@ async fn malformed_grants_are_refused_at_load_naming_the_field() {
             "actions = [\"ecs:ListClusters\"]\nregions = [\"us-east-1\"]\nendpoint = \"ftp://x\"",
             "grants.aws.endpoint",
         ),
+        // Longer than the plugin's wall clock (10 s by default): it could never take effect.
+        (
+            "actions = [\"ecs:ListClusters\"]\nregions = [\"us-east-1\"]\ntimeout = \"30s\"",
+            "grants.aws.timeout = \"30s\" can never be reached: the plugin's limits.wall_timeout is 10s",
+        ),
     ] {
         let err = host
             .load(

@@ -420,6 +420,9 @@ async fn malformed_grants_are_refused_at_load_naming_the_field() {
         ("namespaces = [\"*\"]\nresources = [\"services\"]\nverbs = [\"get\"]", "grants.kube.namespaces"),
         ("namespaces = [\"a\"]\nresources = [\"services\"]", "grants.kube.verbs"),
         ("kubeconfig = \"/nonexistent/kubeconfig\"\nnamespaces = [\"a\"]\nresources = [\"services\"]\nverbs = [\"get\"]", "grants.kube.kubeconfig"),
+        ("namespaces = [\"a\"]\nresources = [\"services\"]\nverbs = [\"get\"]\ntimeout = \"0s\"", "grants.kube.timeout must be more than 0s"),
+        // Longer than the plugin's wall clock (10 s by default): it could never take effect.
+        ("namespaces = [\"a\"]\nresources = [\"services\"]\nverbs = [\"get\"]\ntimeout = \"11s\"", "raise limits.wall_timeout above it"),
     ] {
         let err = host
             .load("kube-probe", &probe_spec(Some(toml::from_str(grant).unwrap()), vec![]), Path::new("."))

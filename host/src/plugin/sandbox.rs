@@ -100,12 +100,14 @@ impl Sandbox {
         let kube = grants
             .kube
             .as_ref()
-            .map(|grant| KubeAccess::from_grant(plugin, grant, base_dir).map(Arc::new))
+            .map(|grant| {
+                KubeAccess::from_grant(plugin, grant, base_dir, limits.wall_timeout()).map(Arc::new)
+            })
             .transpose()?;
         let aws = grants
             .aws
             .as_ref()
-            .map(|grant| AwsAccess::from_grant(plugin, grant).map(Arc::new))
+            .map(|grant| AwsAccess::from_grant(plugin, grant, limits.wall_timeout()).map(Arc::new))
             .transpose()?;
         Ok(Sandbox {
             plugin: plugin.into(),

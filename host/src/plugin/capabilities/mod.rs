@@ -16,6 +16,7 @@
 //! and its state in `sandbox.rs` (see the README's "Adding a capability").
 
 pub mod aws;
+pub mod bounds;
 pub mod fs;
 pub mod http;
 pub mod kube;

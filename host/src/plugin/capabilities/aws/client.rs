@@ -64,10 +64,15 @@ pub struct Answer {
 }
 
 impl AwsAccess {
-    /// Check a plugin's `grants.aws` at load time and prepare its access.
-    pub fn from_grant(plugin: &str, grant: &AwsGrant) -> Result<Self, crate::plugin::LoadError> {
+    /// Check a plugin's `grants.aws` at load time (its calls last at most `wall_timeout`) and
+    /// prepare its access.
+    pub fn from_grant(
+        plugin: &str,
+        grant: &AwsGrant,
+        wall_timeout: Duration,
+    ) -> Result<Self, crate::plugin::LoadError> {
         grant
-            .check_shape()
+            .check_shape(wall_timeout)
             .map_err(|e| crate::plugin::capabilities::grant_shape_error(plugin, e))?;
         Ok(Self::new(plugin.into(), grant.clone()))
     }

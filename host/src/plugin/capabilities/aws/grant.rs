@@ -2,6 +2,7 @@
 //! whose credentials, and where requests go. Checked on every call before anything is
 //! signed; a refusal names the grant to add.
 
+use crate::plugin::capabilities::bounds;
 use crate::plugin::spec::duration_str;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -60,11 +61,12 @@ impl AwsGrant {
     }
 
     pub fn max_response_bytes(&self) -> usize {
-        (self.max_response_kib.unwrap_or(DEFAULT_MAX_RESPONSE_KIB) as usize).saturating_mul(1024)
+        bounds::max_response_bytes(self.max_response_kib, DEFAULT_MAX_RESPONSE_KIB)
     }
 
-    /// Check the grant's own shape at load time: `Err((field, problem))`.
-    pub fn check_shape(&self) -> Result<(), (&'static str, String)> {
+    /// Check the grant's own shape at load time, for a plugin whose calls last at most
+    /// `wall_timeout`: `Err((field, problem))`.
+    pub fn check_shape(&self, wall_timeout: Duration) -> Result<(), (&'static str, String)> {
         if self.actions.is_empty() {
             return Err((
                 "grants.aws.actions",
@@ -130,9 +132,12 @@ impl AwsGrant {
                 }
             }
         }
-        if self.timeout() == Duration::ZERO {
-            return Err(("grants.aws.timeout", "must be more than 0s".into()));
-        }
+        bounds::check_timeout(
+            "grants.aws.timeout",
+            self.timeout(),
+            self.timeout.is_some(),
+            wall_timeout,
+        )?;
         Ok(())
     }
 
@@ -220,6 +225,9 @@ pub fn url_scheme_host(url: &str) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
+    /// The default wall clock of a plugin call.
+    const WALL: Duration = Duration::from_secs(10);
+
     fn grant() -> AwsGrant {
         toml::from_str(
             r#"
@@ -260,7 +268,7 @@ mod tests {
 
     #[test]
     fn grant_shape_is_checked() {
-        assert!(grant().check_shape().is_ok());
+        assert!(grant().check_shape(WALL).is_ok());
         for (toml, field) in [
             ("regions = [\"eu-west-1\"]", "grants.aws.actions"),
             (
@@ -286,7 +294,7 @@ mod tests {
             ),
         ] {
             let g: AwsGrant = toml::from_str(toml).unwrap();
-            assert_eq!(g.check_shape().unwrap_err().0, field, "{toml}");
+            assert_eq!(g.check_shape(WALL).unwrap_err().0, field, "{toml}");
         }
         assert!(toml::from_str::<AwsGrant>("secret_key = \"x\"").is_err());
     }

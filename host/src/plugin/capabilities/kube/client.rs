@@ -39,15 +39,17 @@ impl std::fmt::Debug for KubeAccess {
 }
 
 impl KubeAccess {
-    /// Check a plugin's `grants.kube` at load time and prepare its access; relative
-    /// kubeconfig paths start at `base_dir` (the TOML file's folder).
+    /// Check a plugin's `grants.kube` at load time (its calls last at most `wall_timeout`) and
+    /// prepare its access; relative kubeconfig paths start at `base_dir` (the TOML file's
+    /// folder).
     pub fn from_grant(
         plugin: &str,
         grant: &KubeGrant,
         base_dir: &std::path::Path,
+        wall_timeout: std::time::Duration,
     ) -> Result<Self, crate::plugin::LoadError> {
         grant
-            .check_shape()
+            .check_shape(wall_timeout)
             .map_err(|e| crate::plugin::capabilities::grant_shape_error(plugin, e))?;
         let kubeconfig = grant.kubeconfig.as_ref().map(|p| base_dir.join(p));
         if let Some(path) = &kubeconfig {

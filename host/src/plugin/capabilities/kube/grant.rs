@@ -2,6 +2,7 @@
 //! verbs a plugin may use there. Checked on every call before anything reaches the API
 //! server; a refusal names the grant to add.
 
+use crate::plugin::capabilities::bounds;
 use crate::plugin::spec::duration_str;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -74,11 +75,12 @@ impl KubeGrant {
     }
 
     pub fn max_response_bytes(&self) -> usize {
-        (self.max_response_kib.unwrap_or(DEFAULT_MAX_RESPONSE_KIB) as usize).saturating_mul(1024)
+        bounds::max_response_bytes(self.max_response_kib, DEFAULT_MAX_RESPONSE_KIB)
     }
 
-    /// Check the grant's own shape at load time: `Err((field, problem))`.
-    pub fn check_shape(&self) -> Result<(), (&'static str, String)> {
+    /// Check the grant's own shape at load time, for a plugin whose calls last at most
+    /// `wall_timeout`: `Err((field, problem))`.
+    pub fn check_shape(&self, wall_timeout: Duration) -> Result<(), (&'static str, String)> {
         if self.verbs.is_empty() {
             return Err((
                 "grants.kube.verbs",
@@ -117,9 +119,12 @@ impl KubeGrant {
                 ));
             }
         }
-        if self.timeout() == Duration::ZERO {
-            return Err(("grants.kube.timeout", "must be more than 0s".into()));
-        }
+        bounds::check_timeout(
+            "grants.kube.timeout",
+            self.timeout(),
+            self.timeout.is_some(),
+            wall_timeout,
+        )?;
         Ok(())
     }
 
@@ -233,6 +238,9 @@ pub fn check_object_name(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The default wall clock of a plugin call.
+    const WALL: Duration = Duration::from_secs(10);
+
     fn grant() -> KubeGrant {
         toml::from_str(
             r#"
@@ -274,15 +282,15 @@ mod tests {
     #[test]
     fn grant_shape_is_checked() {
         let mut g = grant();
-        assert!(g.check_shape().is_ok());
+        assert!(g.check_shape(WALL).is_ok());
         g.resources.push("*".into());
-        assert_eq!(g.check_shape().unwrap_err().0, "grants.kube.resources");
+        assert_eq!(g.check_shape(WALL).unwrap_err().0, "grants.kube.resources");
         let mut g = grant();
         g.namespaces.push("*".into());
-        assert_eq!(g.check_shape().unwrap_err().0, "grants.kube.namespaces");
+        assert_eq!(g.check_shape(WALL).unwrap_err().0, "grants.kube.namespaces");
         let mut g = grant();
         g.verbs.clear();
-        assert_eq!(g.check_shape().unwrap_err().0, "grants.kube.verbs");
+        assert_eq!(g.check_shape(WALL).unwrap_err().0, "grants.kube.verbs");
         assert!(toml::from_str::<KubeGrant>("verbs = [\"escalate\"]").is_err());
     }
 
