@@ -177,6 +177,11 @@ impl Run {
                 .await;
                 let action = self.wait_for_control(None).await?;
                 let approved = action == Some(ControlAction::Promote);
+                // `dax abort` at a pause rolls back, whatever the strategy answers next: a
+                // strategy that only ever asks again would otherwise never end.
+                if action == Some(ControlAction::Abort) {
+                    self.abort_requested = true;
+                }
                 (
                     Outcome::Approval(approved),
                     if approved {
