@@ -226,22 +226,25 @@ impl CompileCache {
     /// The tag's hasher up to the artifact bytes, which the caller feeds (at once, or as it
     /// reads them).
     fn tag_hasher(&self, key: &[u8; KEY_LEN], digest: &str, artifact_len: usize) -> blake3::Hasher {
+        let mut hasher = self.keyed_hasher(key, TRAILER, digest);
+        hasher.update(&(artifact_len as u64).to_le_bytes());
+        hasher
+    }
+
+    /// A keyed hasher over `label` (what is being vouched for), this engine and `digest`,
+    /// each length-prefixed: the common start of tags and stamps.
+    fn keyed_hasher(&self, key: &[u8; KEY_LEN], label: &[u8], digest: &str) -> blake3::Hasher {
         let mut hasher = blake3::Hasher::new_keyed(key);
-        for part in [TRAILER, self.engine_tag.as_bytes(), digest.as_bytes()] {
+        for part in [label, self.engine_tag.as_bytes(), digest.as_bytes()] {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
-        hasher.update(&(artifact_len as u64).to_le_bytes());
         hasher
     }
 
     /// The stamp for an entry of `digest` with this stat data.
     fn stamp(&self, key: &[u8; KEY_LEN], digest: &str, meta: &std::fs::Metadata) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(key);
-        for part in [STAMP_LABEL, self.engine_tag.as_bytes(), digest.as_bytes()] {
-            hasher.update(&(part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
+        let mut hasher = self.keyed_hasher(key, STAMP_LABEL, digest);
         for n in file_identity(meta) {
             hasher.update(&n.to_le_bytes());
         }
@@ -280,13 +283,7 @@ impl CompileCache {
             return;
         }
         let stamp = self.stamp(key, digest, &after);
-        let tmp = self
-            .dir
-            .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
-        let written = write_private(&tmp, &[stamp.as_bytes()])
-            .and_then(|()| std::fs::rename(&tmp, self.stamp_path(digest)));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = self.replace(digest, &self.stamp_path(digest), &[stamp.as_bytes()]) {
             tracing::debug!("could not stamp cache entry of {digest}: {e}");
         }
     }
@@ -318,7 +315,8 @@ impl CompileCache {
         }
         // The very file that verified before and is unchanged since: no need to hash it again
         // (unless wasmtime cannot map it and needs its bytes read anyway).
-        if proc_fd_available() && self.stamped(key, digest, &meta) {
+        let mappable = proc_fd_available();
+        if mappable && self.stamped(key, digest, &meta) {
             return Ok(Some(VerifiedEntry {
                 file,
                 artifact: None,
@@ -338,7 +336,7 @@ impl CompileCache {
         let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
         // The artifact is only hashed here (wasmtime maps the file itself), so it streams
         // through a small buffer that stays in cache; without `/proc` it is kept to load.
-        let mut kept = (!proc_fd_available()).then(|| Vec::with_capacity(artifact_len));
+        let mut kept = (!mappable).then(|| Vec::with_capacity(artifact_len));
         let mut hasher = self.tag_hasher(key, digest, artifact_len);
         let mut buf = vec![0u8; VERIFY_CHUNK.min(artifact_len)];
         let mut at = 0;
@@ -367,8 +365,21 @@ impl CompileCache {
         }))
     }
 
-    /// Write `entry` atomically: a private temporary file renamed over it, so a concurrent
-    /// reader sees the old entry or the new one, never half of one.
+    /// Write `parts` to `path` (a file of `digest`'s) atomically: a private temporary file
+    /// renamed over it, so a concurrent reader sees the old file or the new one, never half
+    /// of one.
+    fn replace(&self, digest: &str, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+        let tmp = self
+            .dir
+            .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
+        let written = write_private(&tmp, parts).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Write the entry of `digest`, tagged, in place of any older one.
     fn write_entry(
         &self,
         key: &[u8; KEY_LEN],
@@ -377,14 +388,7 @@ impl CompileCache {
         artifact: &[u8],
     ) -> std::io::Result<()> {
         let tag = self.tag(key, digest, artifact);
-        let tmp = self
-            .dir
-            .join(format!("{digest}.{:016x}.tmp", rand::random::<u64>()));
-        let written = write_private(&tmp, &[artifact, tag.as_bytes(), TRAILER])
-            .and_then(|()| std::fs::rename(&tmp, entry));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let written = self.replace(digest, entry, &[artifact, tag.as_bytes(), TRAILER]);
         // The digest file an older dax kept next to each entry means nothing now, and a stamp
         // names the replaced file (it would never match again; this keeps the directory tidy).
         let _ = std::fs::remove_file(self.dir.join(format!("{digest}.cwasm.sha256")));

@@ -12,17 +12,18 @@ pub fn max_response_bytes(max_response_kib: Option<u64>, default_kib: u64) -> us
 /// Refuse a call deadline of zero, and one the plugin's `limits.wall_timeout` always cuts
 /// short: every call the grant lets run longer would end as a wall-clock fault instead of the
 /// capability's own "timed out" answer, so the setting could never take effect.
+/// A default longer than the wall clock is not the operator's doing and is left alone.
 /// `Err((field, problem))`, as `check_shape` reports it.
 pub fn check_timeout(
     field: &'static str,
-    timeout: Duration,
-    explicit: bool,
+    timeout: Option<Duration>,
+    default: Duration,
     wall_timeout: Duration,
 ) -> Result<(), (&'static str, String)> {
-    if timeout == Duration::ZERO {
+    if timeout.unwrap_or(default) == Duration::ZERO {
         return Err((field, "must be more than 0s".into()));
     }
-    if explicit && timeout > wall_timeout {
+    if let Some(timeout) = timeout.filter(|t| *t > wall_timeout) {
         return Err((
             field,
             format!(
@@ -42,16 +43,18 @@ mod tests {
     #[test]
     fn a_deadline_must_be_reachable() {
         let s = Duration::from_secs;
-        assert!(check_timeout("grants.kube.timeout", s(10), true, s(10)).is_ok());
+        assert!(check_timeout("grants.kube.timeout", Some(s(10)), s(10), s(10)).is_ok());
         // A default longer than the wall clock is not the operator's doing: allowed.
-        assert!(check_timeout("grants.aws.timeout", s(20), false, s(10)).is_ok());
-        let (field, problem) = check_timeout("grants.aws.timeout", s(30), true, s(10)).unwrap_err();
+        assert!(check_timeout("grants.aws.timeout", None, s(20), s(10)).is_ok());
+        let (field, problem) =
+            check_timeout("grants.aws.timeout", Some(s(30)), s(20), s(10)).unwrap_err();
         assert_eq!(field, "grants.aws.timeout");
         assert!(
             problem.contains("limits.wall_timeout is 10s") && problem.contains("\"30s\""),
             "{problem}"
         );
-        let (_, problem) = check_timeout("grants.kube.timeout", s(0), false, s(10)).unwrap_err();
+        let (_, problem) =
+            check_timeout("grants.kube.timeout", Some(s(0)), s(10), s(10)).unwrap_err();
         assert_eq!(problem, "must be more than 0s");
     }
 

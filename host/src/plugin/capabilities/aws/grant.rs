@@ -134,8 +134,8 @@ impl AwsGrant {
         }
         bounds::check_timeout(
             "grants.aws.timeout",
-            self.timeout(),
-            self.timeout.is_some(),
+            self.timeout,
+            DEFAULT_TIMEOUT,
             wall_timeout,
         )?;
         Ok(())

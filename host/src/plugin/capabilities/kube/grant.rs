@@ -121,8 +121,8 @@ impl KubeGrant {
         }
         bounds::check_timeout(
             "grants.kube.timeout",
-            self.timeout(),
-            self.timeout.is_some(),
+            self.timeout,
+            DEFAULT_TIMEOUT,
             wall_timeout,
         )?;
         Ok(())
