@@ -2,6 +2,7 @@
 //! binary, so `cargo run` works without any wasm toolchain. `dax plugin build --all --embed`
 //! refreshes those files from the sources under `plugins/`.
 
+use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -22,13 +23,19 @@ fn main() {
             dir.display()
         );
     }
-    let mut code = String::from("/// (name, component bytes) of every embedded plugin.\npub static BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
+    // The sha256 is computed here, from the file `include_bytes!` embeds, so loading a builtin
+    // never hashes it (the binary vouches for its own bytes).
+    let mut code = String::from("/// (name, sha256 hex, component bytes) of every embedded plugin.\npub static BUILTIN_PLUGINS: &[(&str, &str, &[u8])] = &[\n");
     for path in &entries {
         println!("cargo:rerun-if-changed={}", path.display());
         let name = path.file_stem().unwrap().to_string_lossy();
+        let digest: String = Sha256::digest(std::fs::read(path).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(
             code,
-            "    ({name:?}, include_bytes!({:?})),",
+            "    ({name:?}, {digest:?}, include_bytes!({:?})),",
             path.display().to_string()
         )
         .unwrap();

@@ -4,7 +4,7 @@
 
 use dax::contract::MetricAnswer;
 use dax::plugin::cache::CompileCache;
-use dax::plugin::source::{resolve_source_within, DownloadLimits};
+use dax::plugin::source::{resolve_for_load, resolve_source_within, DownloadLimits};
 use dax::plugin::{CompileSource, HostOptions, PluginHost, PluginSpec};
 use dax_tests::dax_bin;
 use dax_tests::query;
@@ -289,6 +289,105 @@ async fn a_stamp_never_vouches_for_a_changed_or_different_entry() {
     std::fs::write(&stamp, [0x42u8; 32]).unwrap();
     settle();
     assert_eq!(source(&cache), CompileSource::Compiled, "forged stamp");
+}
+
+/// A source file's stamp spares a later load reading and hashing the `.wasm`, for that one
+/// unchanged file only: a file changed in place (size and mtime kept), a different file with
+/// the old stamp copied to its name, a forged stamp, or a change between the check and the
+/// compile, and the bytes are hashed again, so the pin still decides.
+#[tokio::test]
+async fn a_source_stamp_never_lets_a_changed_file_pass_its_pin() {
+    use std::io::{Seek, SeekFrom, Write};
+    let case = CacheCase::new();
+    let cache = CompileCache::with_key_file(case.root.path(), Some(&case.key), case.host.engine());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plugin.wasm");
+    let good = case.wasm.clone();
+    std::fs::write(&file, &good).unwrap();
+    let mut pinned = spec(&file);
+    pinned.sha256 = Some(case.digest.clone());
+    let resolve = || async {
+        resolve_for_load("p", &pinned, dir.path(), &cache)
+            .await
+            .unwrap()
+    };
+    let stamp_of = |path: &Path| cache.source_stamp_path(&std::fs::metadata(path).unwrap());
+    let settle =
+        || std::thread::sleep(dax::plugin::cache::STAMP_AFTER + Duration::from_millis(100));
+
+    // A file changed under STAMP_AFTER ago is read and not stamped; once settled, it is, and
+    // the next load neither reads nor hashes it.
+    let wasm = resolve().await;
+    assert!(!wasm.vouched_by_stamp());
+    assert!(!stamp_of(&file).exists(), "a fresh file was stamped");
+    settle();
+    assert!(!resolve().await.vouched_by_stamp());
+    assert!(stamp_of(&file).exists(), "a settled file was not stamped");
+    let wasm = resolve().await;
+    assert!(wasm.vouched_by_stamp());
+    assert_eq!(wasm.digest, case.digest);
+    // Unread until it must be compiled; then read, hashed again, and the same bytes.
+    assert_eq!(wasm.into_bytes().unwrap().as_ref(), good.as_slice());
+
+    // Changed in place, same inode and size, mtime put back: its ctime moved.
+    let mut other = good.clone();
+    let at = good.len() / 2;
+    other[at] ^= 1;
+    let change_in_place = |bytes: &[u8]| {
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.seek(SeekFrom::Start(at as u64)).unwrap();
+        f.write_all(&bytes[at..at + 1]).unwrap();
+        f.set_modified(mtime).unwrap();
+    };
+    change_in_place(&other);
+    let wasm = resolve().await;
+    assert!(
+        !wasm.vouched_by_stamp(),
+        "a file changed in place was vouched for"
+    );
+    assert_eq!(wasm.digest, sha256_hex(&other));
+    // Through the host: the pin refuses it, whatever stamps the cache holds.
+    let host = host_with_cache(case.root.path());
+    let err = host
+        .load("p", &pinned, dir.path())
+        .await
+        .err()
+        .expect("pin must refuse");
+    assert_eq!(err.field, "sha256", "{err:?}");
+
+    // A different file (a new inode) with the good file's stamp copied to its name.
+    change_in_place(&good);
+    settle();
+    assert!(!resolve().await.vouched_by_stamp());
+    assert!(resolve().await.vouched_by_stamp());
+    let kept = std::fs::read(stamp_of(&file)).unwrap();
+    let planted = dir.path().join("planted");
+    std::fs::write(&planted, &other).unwrap();
+    std::fs::rename(&planted, &file).unwrap();
+    std::fs::write(stamp_of(&file), &kept).unwrap();
+    settle();
+    let wasm = resolve().await;
+    assert!(!wasm.vouched_by_stamp(), "another file's stamp vouched");
+    assert_eq!(wasm.digest, sha256_hex(&other));
+
+    // A stamp not made with this key, naming the pinned digest.
+    let mut forged = case.digest.clone().into_bytes();
+    forged.extend_from_slice(&[0x42; 32]);
+    std::fs::write(stamp_of(&file), &forged).unwrap();
+    let wasm = resolve().await;
+    assert!(!wasm.vouched_by_stamp(), "a forged stamp vouched");
+    assert_eq!(wasm.digest, sha256_hex(&other));
+
+    // Vouched for, then changed before it is compiled: reading it finds out.
+    std::fs::write(&file, &good).unwrap();
+    settle();
+    resolve().await;
+    let wasm = resolve().await;
+    assert!(wasm.vouched_by_stamp());
+    change_in_place(&other);
+    let err = wasm.into_bytes().unwrap_err().to_string();
+    assert!(err.contains("changed while it was being loaded"), "{err}");
 }
 
 #[tokio::test]

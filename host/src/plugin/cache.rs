@@ -38,12 +38,23 @@
 //! stamp itself needs the key. Since file timestamps come from a coarse clock, an entry is
 //! stamped only once its ctime is [`STAMP_AFTER`] old, so a write in the same clock tick as the
 //! verification cannot keep the old ctime.
+//!
+//! The same argument lets a load skip reading and hashing a `.wasm` source file it hashed
+//! before (11 MB for a JavaScript plugin), so the pin check of a later run costs a `stat`:
+//!
+//! ```text
+//! sources/<device>-<inode> = sha256 hex of the file | BLAKE3-keyed(key; "DAXSOURCE1", engine tag,
+//!                                              that sha256, device, inode, size, mtime, ctime)
+//! ```
+//!
+//! Both kinds of stamp are written and trusted only on local file systems, whose ctime is the
+//! kernel's own: a network file system's server (or a FUSE daemon) reports whatever it likes.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::FileExt as _;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -56,8 +67,12 @@ const KEY_LEN: usize = blake3::KEY_LEN;
 const SUFFIX_LEN: usize = TAG_LEN + TRAILER.len();
 /// How much of an entry is read and hashed at a time when verifying it.
 const VERIFY_CHUNK: usize = 64 << 10;
-/// First bytes hashed into every stamp; a new stamp layout gets a new label.
+/// First bytes hashed into every entry stamp; a new stamp layout gets a new label.
 const STAMP_LABEL: &[u8] = b"DAXSTAMP1";
+/// First bytes hashed into every source stamp.
+const SOURCE_STAMP_LABEL: &[u8] = b"DAXSOURCE1";
+/// Length of a sha256 in hex, as a source stamp starts.
+const DIGEST_HEX_LEN: usize = 64;
 /// How old an entry's ctime must be before a stamp may vouch for it (far above the
 /// granularity of any local file system's clock).
 pub const STAMP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -242,9 +257,17 @@ impl CompileCache {
         hasher
     }
 
-    /// The stamp for an entry of `digest` with this stat data.
-    fn stamp(&self, key: &[u8; KEY_LEN], digest: &str, meta: &std::fs::Metadata) -> blake3::Hash {
-        let mut hasher = self.keyed_hasher(key, STAMP_LABEL, digest);
+    /// The stamp that vouches for a file with this stat data: the cache entry of `digest`
+    /// (`label` [`STAMP_LABEL`]) or a source file whose sha256 is `digest`
+    /// ([`SOURCE_STAMP_LABEL`]).
+    fn stamp(
+        &self,
+        key: &[u8; KEY_LEN],
+        label: &[u8],
+        digest: &str,
+        meta: &std::fs::Metadata,
+    ) -> blake3::Hash {
+        let mut hasher = self.keyed_hasher(key, label, digest);
         for n in file_identity(meta) {
             hasher.update(&n.to_le_bytes());
         }
@@ -252,12 +275,20 @@ impl CompileCache {
     }
 
     /// Whether a stamp vouches for the entry of `digest` that has this stat data.
-    fn stamped(&self, key: &[u8; KEY_LEN], digest: &str, meta: &std::fs::Metadata) -> bool {
+    fn stamped(
+        &self,
+        key: &[u8; KEY_LEN],
+        digest: &str,
+        file: &std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> bool {
         let mut stamp = [0u8; TAG_LEN];
         let read = open_no_follow(&self.stamp_path(digest))
             .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp));
         // `blake3::Hash` compares in constant time.
-        read.is_ok() && self.stamp(key, digest, meta) == blake3::Hash::from_bytes(stamp)
+        read.is_ok()
+            && on_local_file_system(file)
+            && self.stamp(key, STAMP_LABEL, digest, meta) == blake3::Hash::from_bytes(stamp)
     }
 
     /// Stamp the entry of `digest`, which just verified with stat data `before`, if it is
@@ -269,22 +300,67 @@ impl CompileCache {
         file: &std::fs::File,
         before: &std::fs::Metadata,
     ) {
-        let Ok(after) = file.metadata() else { return };
-        let unchanged = file_identity(&after) == file_identity(before);
-        let changed_at = std::time::UNIX_EPOCH
-            + std::time::Duration::new(
-                after.ctime().max(0) as u64,
-                after.ctime_nsec().clamp(0, 999_999_999) as u32,
-            );
-        let settled = std::time::SystemTime::now()
-            .duration_since(changed_at)
-            .is_ok_and(|age| age >= STAMP_AFTER);
-        if !unchanged || !settled {
+        let Some(after) = settled(file, before) else {
             return;
-        }
-        let stamp = self.stamp(key, digest, &after);
+        };
+        let stamp = self.stamp(key, STAMP_LABEL, digest, &after);
         if let Err(e) = self.replace(digest, &self.stamp_path(digest), &[stamp.as_bytes()]) {
             tracing::debug!("could not stamp cache entry of {digest}: {e}");
+        }
+    }
+
+    /// Where the stamp of a source file with this stat data lives (one per file, whatever
+    /// the paths it is loaded by).
+    pub fn source_stamp_path(&self, meta: &std::fs::Metadata) -> PathBuf {
+        self.dir
+            .join("sources")
+            .join(format!("{:x}-{:x}", meta.dev(), meta.ino()))
+    }
+
+    /// The sha256 (hex) of the open `.wasm` source `file` (stat data `meta`), if a stamp
+    /// vouches that this very, unchanged file hashed to it before: the file then need not be
+    /// read at all when its compiled form is cached (see the module docs).
+    pub fn stamped_source_digest(
+        &self,
+        file: &std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Option<String> {
+        let key = self.key.as_ref().ok()?;
+        let mut stamp = [0u8; DIGEST_HEX_LEN + TAG_LEN];
+        open_no_follow(&self.source_stamp_path(meta))
+            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp))
+            .ok()?;
+        let (digest, tag) = stamp.split_at(DIGEST_HEX_LEN);
+        let digest = std::str::from_utf8(digest).ok()?;
+        let tag: [u8; TAG_LEN] = tag.try_into().expect("split at DIGEST_HEX_LEN");
+        // `blake3::Hash` compares in constant time.
+        (on_local_file_system(file)
+            && self.stamp(key, SOURCE_STAMP_LABEL, digest, meta) == blake3::Hash::from_bytes(tag))
+        .then(|| digest.to_string())
+    }
+
+    /// Remember that the open source `file`, whose stat data was `before` when it was read,
+    /// hashed to `digest`, if it is still that file and its ctime is old enough.
+    pub fn stamp_source(&self, file: &std::fs::File, before: &std::fs::Metadata, digest: &str) {
+        let Ok(key) = &self.key else {
+            return;
+        };
+        let Some(after) = settled(file, before) else {
+            return;
+        };
+        let stamp = self.stamp(key, SOURCE_STAMP_LABEL, digest, &after);
+        let path = self.source_stamp_path(&after);
+        let written = path
+            .parent()
+            .map_or(Ok(()), |dir| {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+            })
+            .and_then(|()| self.replace(digest, &path, &[digest.as_bytes(), stamp.as_bytes()]));
+        if let Err(e) = written {
+            tracing::debug!("could not stamp source {}: {e}", path.display());
         }
     }
 
@@ -316,7 +392,7 @@ impl CompileCache {
         // The very file that verified before and is unchanged since: no need to hash it again
         // (unless wasmtime cannot map it and needs its bytes read anyway).
         let mappable = proc_fd_available();
-        if mappable && self.stamped(key, digest, &meta) {
+        if mappable && self.stamped(key, digest, &file, &meta) {
             return Ok(Some(VerifiedEntry {
                 file,
                 artifact: None,
@@ -452,6 +528,43 @@ fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Whether open files can be named as `/proc/self/fd/N` here (checked once per process).
+/// The stat data of the open `file` if it is still what it was (`before`), its ctime is
+/// [`STAMP_AFTER`] old, and it is on a local file system: the conditions for a stamp.
+fn settled(file: &std::fs::File, before: &std::fs::Metadata) -> Option<std::fs::Metadata> {
+    let after = file.metadata().ok()?;
+    let unchanged = file_identity(&after) == file_identity(before);
+    let changed_at = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            after.ctime().max(0) as u64,
+            after.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    let settled = std::time::SystemTime::now()
+        .duration_since(changed_at)
+        .is_ok_and(|age| age >= STAMP_AFTER);
+    (unchanged && settled && on_local_file_system(file)).then_some(after)
+}
+
+/// Whether `file` lives on a file system whose inode numbers and ctimes the kernel itself
+/// keeps (a network or FUSE file system reports what its server says).
+fn on_local_file_system(file: &std::fs::File) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC,
+        XFS_SUPER_MAGIC,
+    };
+    let Ok(fs) = fstatfs(file) else {
+        return false;
+    };
+    // ext2/3/4 share one magic number.
+    [
+        EXT4_SUPER_MAGIC,
+        XFS_SUPER_MAGIC,
+        BTRFS_SUPER_MAGIC,
+        TMPFS_MAGIC,
+        OVERLAYFS_SUPER_MAGIC,
+    ]
+    .contains(&fs.filesystem_type())
+}
+
 fn proc_fd_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir())

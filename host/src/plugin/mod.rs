@@ -36,7 +36,6 @@ use crate::contract::{
 use anyhow::Context as _;
 use crossbeam_queue::ArrayQueue;
 use sandbox::{CallLog, PluginState, Sandbox};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -115,7 +114,7 @@ impl From<anyhow::Error> for LoadError {
 /// Idle warm instances kept per loaded plugin.
 const MAX_IDLE_INSTANCES: usize = 8;
 /// Largest `.wasm` whose compile-cache entry is loaded on the async worker itself.
-const INLINE_CACHE_LOAD_MAX_WASM: usize = 1024 * 1024;
+const INLINE_CACHE_LOAD_MAX_WASM: u64 = 1024 * 1024;
 
 /// Host-wide settings for plugin execution.
 #[derive(Debug, Clone)]
@@ -221,12 +220,22 @@ impl PluginHost {
         spec: &PluginSpec,
         base_dir: &Path,
     ) -> Result<LoadedPlugin, LoadError> {
-        let (bytes, origin) = resolve_source(name, spec, base_dir)
-            .await
-            .map_err(LoadError::from)?;
-        self.load_bytes(name, spec, base_dir, &bytes, &origin)
+        self.load_reporting(name, spec, base_dir)
             .await
             .map(|(p, _)| p)
+    }
+
+    /// Like [`load`](Self::load); also says whether the compile cache answered.
+    pub async fn load_reporting(
+        &self,
+        name: &str,
+        spec: &PluginSpec,
+        base_dir: &Path,
+    ) -> Result<(LoadedPlugin, CompileSource), LoadError> {
+        let wasm = source::resolve_for_load(name, spec, base_dir, &self.cache)
+            .await
+            .map_err(LoadError::from)?;
+        self.load_checked(name, spec, base_dir, wasm, true).await
     }
 
     /// Like [`load`](Self::load) for bytes already in memory; also says whether the compile
@@ -239,8 +248,8 @@ impl PluginHost {
         bytes: &[u8],
         origin: &str,
     ) -> Result<(LoadedPlugin, CompileSource), LoadError> {
-        self.load_checked(name, spec, base_dir, bytes, origin, true)
-            .await
+        let wasm = source::Wasm::from_bytes(bytes, origin);
+        self.load_checked(name, spec, base_dir, wasm, true).await
     }
 
     /// Load a plugin to show what it is and what it imports (`dax plugin inspect`), whatever
@@ -251,10 +260,10 @@ impl PluginHost {
         spec: &PluginSpec,
         base_dir: &Path,
     ) -> Result<LoadedPlugin, LoadError> {
-        let (bytes, origin) = resolve_source(name, spec, base_dir)
+        let wasm = source::resolve_for_load(name, spec, base_dir, &self.cache)
             .await
             .map_err(LoadError::from)?;
-        self.load_checked(name, spec, base_dir, &bytes, &origin, false)
+        self.load_checked(name, spec, base_dir, wasm, false)
             .await
             .map(|(p, _)| p)
     }
@@ -264,12 +273,13 @@ impl PluginHost {
         name: &str,
         spec: &PluginSpec,
         base_dir: &Path,
-        bytes: &[u8],
-        origin: &str,
+        wasm: source::Wasm<'_>,
         require_grants: bool,
     ) -> Result<(LoadedPlugin, CompileSource), LoadError> {
         self.check_limits(name, &spec.limits)?;
-        let digest = hex::encode(Sha256::digest(bytes));
+        let digest = wasm.digest.clone();
+        let origin = wasm.origin.clone();
+        let origin = origin.as_str();
         if let Some(pinned) = &spec.sha256 {
             let pinned = pinned
                 .trim()
@@ -286,7 +296,10 @@ impl PluginHost {
                 ));
             }
         }
-        check_is_component(name, origin, bytes).map_err(LoadError::source)?;
+        let header = wasm.header().map_err(|e| {
+            LoadError::source(format!("plugin `{name}`: cannot read {origin}: {e}"))
+        })?;
+        check_is_component(name, origin, &header).map_err(LoadError::source)?;
         let cell = self
             .compiled
             .lock()
@@ -302,7 +315,7 @@ impl PluginHost {
                 // bytes are copied for the blocking thread only when they must be compiled.
                 // A small component's entry loads in a few hundred microseconds, of which a
                 // hop to the blocking pool would be a tenth: load it right here.
-                let cached = if bytes.len() <= INLINE_CACHE_LOAD_MAX_WASM {
+                let cached = if wasm.len() <= INLINE_CACHE_LOAD_MAX_WASM {
                     self.cache.get(&self.engine, &digest)
                 } else {
                     let (engine, cache) = (self.engine.clone(), self.cache.clone());
@@ -314,7 +327,8 @@ impl PluginHost {
                     return anyhow::Ok(component);
                 }
                 let (engine, cache) = (self.engine.clone(), self.cache.clone());
-                let (digest, bytes) = (digest.clone(), bytes.to_vec());
+                let digest = digest.clone();
+                let bytes = wasm.into_bytes()?.into_owned();
                 let component =
                     tokio::task::spawn_blocking(move || cache.compile(&engine, &digest, &bytes))
                         .await?

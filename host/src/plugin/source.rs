@@ -13,7 +13,12 @@
 //!   hang `dax`.
 
 use super::builtin;
+use super::cache::CompileCache;
 use super::spec::PluginSpec;
+use sha2::{Digest as _, Sha256};
+use std::borrow::Cow;
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -194,7 +199,10 @@ pub async fn resolve_source_within(
         anyhow::bail!("{} ({})", problem.message, problem.help);
     }
     match SourceKind::of(source) {
-        SourceKind::Builtin(builtin) => resolve_builtin(name, builtin),
+        SourceKind::Builtin(builtin) => {
+            let (_, bytes) = resolve_builtin(name, builtin)?;
+            Ok((bytes.to_vec(), format!("builtin:{builtin}")))
+        }
         SourceKind::Https | SourceKind::Http => {
             let bytes = download(name, source, spec.allow_insecure_http, limits).await?;
             Ok((bytes, source.to_string()))
@@ -205,37 +213,187 @@ pub async fn resolve_source_within(
         }
         SourceKind::OtherScheme(_) => unreachable!("refused by pinning_problems"),
         SourceKind::Path => {
-            let path = if Path::new(source).is_absolute() {
-                PathBuf::from(source)
-            } else {
-                base_dir.join(source)
-            };
-            let bytes = std::fs::read(&path).map_err(|e| {
-                anyhow::anyhow!(
-                    "plugin `{name}`: cannot read source `{source}` ({}): {e}; use `builtin:NAME`, a path to a .wasm file, or an https:// URL",
-                    path.display()
-                )
-            })?;
+            let (file, path) = open_path(name, source, base_dir)?;
+            let mut bytes = Vec::new();
+            (&file)
+                .read_to_end(&mut bytes)
+                .map_err(|e| cannot_read(name, source, &path, e))?;
             Ok((bytes, path.display().to_string()))
         }
     }
 }
 
-fn resolve_builtin(name: &str, builtin: &str) -> anyhow::Result<(Vec<u8>, String)> {
+/// A plugin's component as `PluginHost::load` takes it: where it came from, its sha256, and
+/// its bytes. A local file whose digest a stamp of the compile cache vouches for is not read
+/// unless it must be compiled (see `cache.rs`).
+pub struct Wasm<'a> {
+    /// Where the bytes came from, for messages: `builtin:NAME`, a path or a URL.
+    pub origin: String,
+    /// sha256 (hex) of the bytes.
+    pub digest: String,
+    bytes: WasmBytes<'a>,
+}
+
+enum WasmBytes<'a> {
+    Read(Cow<'a, [u8]>),
+    /// A local file, open, whose digest a stamp vouched for: not read yet.
+    Unread {
+        file: std::fs::File,
+        len: u64,
+    },
+}
+
+impl<'a> Wasm<'a> {
+    /// Bytes already in memory, hashed here.
+    pub fn from_bytes(bytes: impl Into<Cow<'a, [u8]>>, origin: impl Into<String>) -> Self {
+        let bytes = bytes.into();
+        Wasm {
+            origin: origin.into(),
+            digest: hex::encode(Sha256::digest(&bytes)),
+            bytes: WasmBytes::Read(bytes),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.bytes {
+            WasmBytes::Read(bytes) => bytes.len() as u64,
+            WasmBytes::Unread { len, .. } => *len,
+        }
+    }
+
+    /// Whether a stamp vouched for the digest, so the bytes were not read (yet).
+    pub fn vouched_by_stamp(&self) -> bool {
+        matches!(self.bytes, WasmBytes::Unread { .. })
+    }
+
+    /// Whether there are no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first (up to) 8 bytes: the magic number and version, which say what the file is.
+    pub fn header(&self) -> std::io::Result<Vec<u8>> {
+        match &self.bytes {
+            WasmBytes::Read(bytes) => Ok(bytes[..bytes.len().min(8)].to_vec()),
+            WasmBytes::Unread { file, len } => {
+                let mut header = vec![0u8; (*len).min(8) as usize];
+                file.read_exact_at(&mut header, 0)?;
+                Ok(header)
+            }
+        }
+    }
+
+    /// All the bytes. A file read only now is hashed again: it must still be what the stamp
+    /// vouched for.
+    pub fn into_bytes(self) -> anyhow::Result<Cow<'a, [u8]>> {
+        match self.bytes {
+            WasmBytes::Read(bytes) => Ok(bytes),
+            WasmBytes::Unread { file, len } => {
+                let mut bytes = Vec::with_capacity(len as usize);
+                (&file)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.origin))?;
+                let digest = hex::encode(Sha256::digest(&bytes));
+                if digest != self.digest {
+                    anyhow::bail!(
+                        "{} changed while it was being loaded (sha256 {} when checked, {digest} now); load it again",
+                        self.origin,
+                        self.digest
+                    );
+                }
+                Ok(Cow::Owned(bytes))
+            }
+        }
+    }
+}
+
+/// Resolve `spec.source` for loading. A builtin's digest was computed when `dax` was built;
+/// a local file whose stamp in `cache` vouches for its digest is left unread; anything else
+/// is read (or downloaded) and hashed, and a local file stamped for the next run.
+pub async fn resolve_for_load(
+    name: &str,
+    spec: &PluginSpec,
+    base_dir: &Path,
+    cache: &CompileCache,
+) -> anyhow::Result<Wasm<'static>> {
+    let source = spec.source.as_str();
+    match SourceKind::of(source) {
+        SourceKind::Builtin(builtin) if pinning_problems(name, spec).is_empty() => {
+            let (digest, bytes) = resolve_builtin(name, builtin)?;
+            Ok(Wasm {
+                origin: format!("builtin:{builtin}"),
+                digest: digest.to_string(),
+                bytes: WasmBytes::Read(Cow::Borrowed(bytes)),
+            })
+        }
+        SourceKind::Path if pinning_problems(name, spec).is_empty() => {
+            let (file, path) = open_path(name, source, base_dir)?;
+            let origin = path.display().to_string();
+            let meta = file
+                .metadata()
+                .map_err(|e| cannot_read(name, source, &path, e))?;
+            if let Some(digest) = cache.stamped_source_digest(&file, &meta) {
+                let len = meta.len();
+                return Ok(Wasm {
+                    origin,
+                    digest,
+                    bytes: WasmBytes::Unread { file, len },
+                });
+            }
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            (&file)
+                .read_to_end(&mut bytes)
+                .map_err(|e| cannot_read(name, source, &path, e))?;
+            let wasm = Wasm::from_bytes(bytes, origin);
+            cache.stamp_source(&file, &meta, &wasm.digest);
+            Ok(wasm)
+        }
+        _ => {
+            let (bytes, origin) = resolve_source(name, spec, base_dir).await?;
+            Ok(Wasm::from_bytes(bytes, origin))
+        }
+    }
+}
+
+/// Open the local file `source` names (relative to `base_dir`).
+fn open_path(
+    name: &str,
+    source: &str,
+    base_dir: &Path,
+) -> anyhow::Result<(std::fs::File, PathBuf)> {
+    let path = if Path::new(source).is_absolute() {
+        PathBuf::from(source)
+    } else {
+        base_dir.join(source)
+    };
+    match std::fs::File::open(&path) {
+        Ok(file) => Ok((file, path)),
+        Err(e) => Err(cannot_read(name, source, &path, e)),
+    }
+}
+
+fn cannot_read(name: &str, source: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "plugin `{name}`: cannot read source `{source}` ({}): {e}; use `builtin:NAME`, a path to a .wasm file, or an https:// URL",
+        path.display()
+    )
+}
+
+/// The build-time sha256 and the bytes of the embedded plugin `builtin`.
+fn resolve_builtin(name: &str, builtin: &str) -> anyhow::Result<(&'static str, &'static [u8])> {
     let natives = crate::engine::builtins::native_names();
     if natives.contains(&builtin) {
         anyhow::bail!("plugin `{name}`: `builtin:{builtin}` is host-native, not a Wasm plugin");
     }
-    builtin::wasm(builtin)
-        .map(|b| (b.to_vec(), format!("builtin:{builtin}")))
-        .ok_or_else(|| {
-            let mut known: Vec<&str> = builtin::names();
-            known.extend(natives);
-            anyhow::anyhow!(
-                "plugin `{name}`: unknown builtin plugin `{builtin}`; available builtins: {}",
-                known.join(", ")
-            )
-        })
+    builtin::find(builtin).ok_or_else(|| {
+        let mut known: Vec<&str> = builtin::names();
+        known.extend(natives);
+        anyhow::anyhow!(
+            "plugin `{name}`: unknown builtin plugin `{builtin}`; available builtins: {}",
+            known.join(", ")
+        )
+    })
 }
 
 /// Download `url` within `limits`, streaming so memory never holds more than the bound.
