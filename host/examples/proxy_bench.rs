@@ -3,19 +3,20 @@
 //! one run (interleaved rounds), printed as tables with the ratios dax/nginx.
 //!
 //!     cargo run --release -p dax --example proxy_bench -- [--duration 5s] [--rounds 5]
-//!         [--connections 32] [--threads 2] [--proxy-workers 2] [--nginx-workers 1,2]
-//!         [--backend native|python] [--no-nginx] [--pace-ms N]
+//!         [--connections 32] [--threads 2] [--nginx-workers 1,2]
+//!         [--backend native|python] [--no-nginx] [--pace-ms N] [--mirror-percent 10]
 //!
 //! `--pace-ms N` compares latency at (nearly) the same load instead of at each proxy's
 //! saturation: every wrk connection waits N ms between requests (wrk's Lua `delay()`), so the
 //! offered load is about connections × 1000 / (N + latency) requests per second for every
-//! path, below what either proxy can serve.
+//! path, below what either proxy can serve. `--mirror-percent N` sets the mirrored share for
+//! both proxies (0: no mirroring).
 //!
 //! What each proxy runs (the same routing work, so the comparison is fair):
 //! - dax: the `local` target's proxy in this process, candidate weight 10% (9:1), one header
 //!   match (`x-canary: always` goes to the candidate), mirroring 10% of the stable traffic to
 //!   the candidate, per-version statistics, hop-by-hop headers stripped, 30 s upstream timeout;
-//!   a tokio runtime of `--proxy-workers` threads (the `dax` binary uses one per core).
+//!   its connections on the proxy's event loops, one single-threaded runtime per core.
 //! - nginx (Debian `nginx-light` or `nginx`): `upstream` with `weight=9` / `weight=1` and
 //!   `keepalive 64`, a `map` on `$http_x_canary` choosing the candidate upstream, `mirror` to an
 //!   internal location that forwards 10% of requests (`split_clients` on `$request_id`) to the
@@ -26,7 +27,9 @@
 //! app is not the bottleneck and the proxies' own overhead shows; `python` is the demo app
 //! (`examples/demo-app/app.py`). Both versions run as `local` target processes, exactly as in a
 //! deployment. CPU per request is the proxy process's (all nginx processes') utime+stime from
-//! /proc divided by the requests wrk completed. Needs `wrk` and `nginx` on PATH. All traffic
+//! /proc divided by the requests wrk completed. The native backend counts what it serves, so
+//! the table also shows the share of requests that reached the candidate (live + mirrored
+//! copies, about 19% with the defaults): both proxies are checked to do the same work. Needs `wrk` and `nginx` on PATH. All traffic
 //! stays on 127.0.0.1. wrk, the proxies and the backends share the cores: compare ratios
 //! within one run.
 
@@ -45,11 +48,12 @@ struct Opts {
     rounds: u32,
     connections: u32,
     threads: u32,
-    proxy_workers: usize,
     nginx_workers: Vec<u32>,
     backend: String,
     /// Each wrk connection waits this long between requests (None: as fast as it can).
     pace_ms: Option<u32>,
+    /// Share of the stable traffic both proxies mirror to the candidate.
+    mirror_percent: u8,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
@@ -58,10 +62,10 @@ fn parse_opts() -> anyhow::Result<Opts> {
         rounds: 5,
         connections: 32,
         threads: 2,
-        proxy_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         nginx_workers: vec![1, 2],
         backend: "native".into(),
         pace_ms: None,
+        mirror_percent: 10,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -74,7 +78,6 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--rounds" => o.rounds = val()?.parse()?,
             "--connections" => o.connections = val()?.parse()?,
             "--threads" => o.threads = val()?.parse()?,
-            "--proxy-workers" => o.proxy_workers = val()?.parse()?,
             "--nginx-workers" => {
                 o.nginx_workers = val()?
                     .split(',')
@@ -84,19 +87,29 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--no-nginx" => o.nginx_workers.clear(),
             "--backend" => o.backend = val()?,
             "--pace-ms" => o.pace_ms = Some(val()?.parse()?),
+            "--mirror-percent" => {
+                o.mirror_percent = val()?.parse()?;
+                anyhow::ensure!(o.mirror_percent <= 100, "--mirror-percent is at most 100");
+            }
             other => anyhow::bail!(
                 "unknown option `{other}`: use --duration, --rounds, --connections, --threads, \
-                 --proxy-workers, --nginx-workers 1,2, --no-nginx, --backend native|python, --pace-ms N"
+                 --nginx-workers 1,2, --no-nginx, --backend native|python, --pace-ms N, \
+                 --mirror-percent N"
             ),
         }
     }
     Ok(o)
 }
 
+/// Path on which the native backend answers how many requests it has served.
+const SERVED_PATH: &str = "/__served";
+
 /// `proxy_bench serve-backend PORT VERSION`: the native backend (a tiny hyper server).
 async fn serve_backend(port: u16, version: String) -> anyhow::Result<()> {
     use http_body_util::Full;
     use hyper::body::Bytes;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SERVED: AtomicU64 = AtomicU64::new(0);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let body = Bytes::from(format!("{{\"version\": \"{version}\"}}"));
     loop {
@@ -104,8 +117,13 @@ async fn serve_backend(port: u16, version: String) -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
         let body = body.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |_req| {
-                let body = body.clone();
+            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let body = if req.uri().path() == SERVED_PATH {
+                    Bytes::from(SERVED.load(Ordering::Relaxed).to_string())
+                } else {
+                    SERVED.fetch_add(1, Ordering::Relaxed);
+                    body.clone()
+                };
                 async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body))) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -123,6 +141,8 @@ struct WrkResult {
     requests: u64,
     /// CPU of the proxy process(es) per completed request, in µs (None for `direct`).
     cpu_us: Option<f64>,
+    /// Requests the candidate backend served per completed request (None: not counted).
+    to_candidate: Option<f64>,
     errors: String,
 }
 
@@ -205,6 +225,7 @@ fn run_wrk(
             .ok_or_else(missing)?,
         requests,
         cpu_us: None,
+        to_candidate: None,
         errors,
     })
 }
@@ -241,14 +262,28 @@ impl Cpu {
     }
 }
 
-/// One measured run of wrk against `url`, with the proxy's CPU per request.
-fn measure(o: &Opts, url: &str, cpu: &Cpu) -> anyhow::Result<WrkResult> {
-    let before = cpu.ticks();
+/// How many requests the native backend on `port` has served (None for another backend).
+fn served(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {SERVED_PATH} HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.rsplit("\r\n\r\n").next()?.trim().parse().ok()
+}
+
+/// One measured run of wrk against `url`, with the proxy's CPU per request and the share of
+/// requests that reached the candidate backend on port `candidate`.
+fn measure(o: &Opts, url: &str, cpu: &Cpu, candidate: u16) -> anyhow::Result<WrkResult> {
+    let (before, served_before) = (cpu.ticks(), served(candidate));
     let mut r = run_wrk(o.threads, o.connections, &o.duration, url, o.pace_ms)?;
     let after = cpu.ticks();
     if let Cpu::Pids(_) = cpu {
         let secs = (after - before) as f64 / TICKS_PER_SEC;
         r.cpu_us = Some(secs * 1e6 / r.requests.max(1) as f64);
+    }
+    if let (Some(a), Some(b)) = (served_before, served(candidate)) {
+        r.to_candidate = Some(b.saturating_sub(a) as f64 / r.requests.max(1) as f64);
     }
     Ok(r)
 }
@@ -262,7 +297,13 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(workers: u32, stable: u16, candidate: u16, base: &Path) -> anyhow::Result<Nginx> {
+    fn start(
+        workers: u32,
+        stable: u16,
+        candidate: u16,
+        mirror_percent: u8,
+        base: &Path,
+    ) -> anyhow::Result<Nginx> {
         let nginx = which("nginx").ok_or_else(|| {
             anyhow::anyhow!(
                 "nginx is not installed: `apt-get install nginx-light` (Debian; or `nginx`), \
@@ -273,6 +314,29 @@ impl Nginx {
         let dir = base.join(format!("nginx-{workers}w"));
         std::fs::create_dir_all(&dir)?;
         let d = dir.display();
+        // Mirror `mirror_percent`% of requests to the candidate (nginx has no 0% split).
+        let (split, mirror, mirror_location) = if mirror_percent > 0 {
+            (
+                format!(
+                    r#"    split_clients "${{request_id}}" $mirror_this {{
+        {mirror_percent}% 1;
+        *   0;
+    }}
+"#
+                ),
+                "mirror /_mirror;",
+                r#"        location = /_mirror {
+            internal;
+            if ($mirror_this = 0) { return 204; }
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://candidate$request_uri;
+        }
+"#,
+            )
+        } else {
+            (String::new(), "", "")
+        };
         let conf = format!(
             r#"worker_processes {workers};
 daemon off;
@@ -301,28 +365,16 @@ http {{
         always  candidate;
         default weighted;
     }}
-    # Mirror 10% of requests to the candidate.
-    split_clients "${{request_id}}" $mirror_this {{
-        10% 1;
-        *   0;
-    }}
-    server {{
+{split}    server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{
-            mirror /_mirror;
+            {mirror}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_pass http://$route;
         }}
-        location = /_mirror {{
-            internal;
-            if ($mirror_this = 0) {{ return 204; }}
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass http://candidate$request_uri;
-        }}
-    }}
+{mirror_location}    }}
 }}
 "#
         );
@@ -418,10 +470,10 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Runtime::new()?.block_on(serve_backend(port, version));
     }
     let o = parse_opts()?;
-    // The proxy runs on this runtime's workers; the bench itself drives wrk from the main
-    // thread (blocking), which is not one of them.
+    // The target and the proxy's accept loop run on this runtime's workers (the connections on
+    // the proxy's own event loops); the bench drives wrk from the main thread (blocking), which
+    // is none of them.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(o.proxy_workers)
         .enable_all()
         .build()?;
     rt.block_on(async { run(o).await })
@@ -483,7 +535,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
                     name: "x-canary".into(),
                     value: StringMatch::Exact("always".into()),
                 }],
-                mirror_percent: 10,
+                mirror_percent: o.mirror_percent,
             },
         )
         .await?;
@@ -503,7 +555,13 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut nginxes = Vec::new();
     for &w in &o.nginx_workers {
-        nginxes.push(Nginx::start(w, stable, candidate, tmp.path())?);
+        nginxes.push(Nginx::start(
+            w,
+            stable,
+            candidate,
+            o.mirror_percent,
+            tmp.path(),
+        )?);
     }
 
     let mut paths: Vec<(String, String, Cpu)> = vec![
@@ -527,7 +585,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     }
 
     // wrk runs block this (non-worker) thread; the proxy keeps running on the workers.
-    let results = measure_all(&o, &paths)?;
+    let results = measure_all(&o, &paths, candidate)?;
     print_report(&o, &paths, &results);
 
     drop(nginxes);
@@ -542,7 +600,11 @@ struct Results {
     single: Vec<WrkResult>,
 }
 
-fn measure_all(o: &Opts, paths: &[(String, String, Cpu)]) -> anyhow::Result<Results> {
+fn measure_all(
+    o: &Opts,
+    paths: &[(String, String, Cpu)],
+    candidate: u16,
+) -> anyhow::Result<Results> {
     // Warm every path (connection pools, page cache) before measuring.
     for (_, url, _) in paths {
         run_wrk(o.threads, o.connections, "1s", url, o.pace_ms)?;
@@ -552,14 +614,15 @@ fn measure_all(o: &Opts, paths: &[(String, String, Cpu)]) -> anyhow::Result<Resu
         let mut row = Vec::new();
         for (name, url, cpu) in paths {
             std::thread::sleep(Duration::from_millis(300));
-            let res = measure(o, url, cpu)?;
+            let res = measure(o, url, cpu, candidate)?;
             eprintln!(
-                "round {} {name:<9} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req {}",
+                "round {} {name:<9} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  to candidate {} {}",
                 r + 1,
                 res.rps,
                 res.p50_ms,
                 res.p99_ms,
                 res.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
+                res.to_candidate.map_or("-".into(), |c| format!("{:.1}%", c * 100.0)),
                 res.errors
             );
             row.push(res);
@@ -575,27 +638,29 @@ fn measure_all(o: &Opts, paths: &[(String, String, Cpu)]) -> anyhow::Result<Resu
             pace_ms: None,
             ..o.clone()
         };
-        single.push(measure(&one, url, cpu)?);
+        single.push(measure(&one, url, cpu, candidate)?);
     }
     Ok(Results { rounds, single })
 }
 
 fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
     println!(
-        "\nlocal proxy vs nginx: backend={}, wrk -t{} -c{} -d{}, {} interleaved rounds, {} cores, dax proxy on {} tokio workers",
+        "\nlocal proxy vs nginx: backend={}, mirror {}%, wrk -t{} -c{} -d{}, {} interleaved rounds, {} cores, dax proxy on one event loop per core",
         o.backend,
+        o.mirror_percent,
         o.threads,
         o.connections,
         o.duration,
         o.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        o.proxy_workers
     );
     if let Some(ms) = o.pace_ms {
         println!("paced: every connection waits {ms} ms between requests (wrk `delay()`)");
     }
-    println!("| path | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| path | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | to candidate |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let col = |p: usize, f: &dyn Fn(&WrkResult) -> f64| -> Vec<f64> {
         res.rounds.iter().map(|row| f(&row[p])).collect()
     };
@@ -616,8 +681,14 @@ fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
         } else {
             format!("{:.1}", m.3)
         };
+        let share = median(col(p, &|r| r.to_candidate.unwrap_or(f64::NAN)));
+        let share = if share.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{:.1}%", share * 100.0)
+        };
         println!(
-            "| {name} | {:.0} | {lo:.0}–{hi:.0} | {:.3} | {:.3} | {cpu} |",
+            "| {name} | {:.0} | {lo:.0}–{hi:.0} | {:.3} | {:.3} | {cpu} | {share} |",
             m.0, m.1, m.2
         );
         med.push(m);

@@ -21,6 +21,7 @@
 //! Stats are keyed by app name in one registry per host process: two targets running the
 //! same app name in one process would share numbers.
 
+mod event_loops;
 pub mod metrics;
 pub mod process;
 pub mod proxy;

@@ -661,7 +661,8 @@ async fn handle(
 }
 
 /// Accept connections on `listener` until the returned task is aborted; aborting it also
-/// closes every open connection (they live in the task's `JoinSet`). `per_conn` makes, for each
+/// closes every open connection (they live in the task's `JoinSet`, and run on the proxy's
+/// event loops, see `event_loops.rs`). `per_conn` makes, for each
 /// connection, its request handler and a future to run beside it on the same task.
 fn serve<M, F, Fut, D>(listener: TcpListener, per_conn: M) -> JoinHandle<()>
 where
@@ -678,7 +679,7 @@ where
                     let Ok((stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let (handler, beside) = per_conn(peer);
-                    conns.spawn(async move {
+                    super::event_loops::spawn_connection(&mut conns, stream, |stream| async move {
                         let svc = hyper::service::service_fn(handler);
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         let served = builder.serve_connection(TokioIo::new(stream), svc);
