@@ -683,10 +683,7 @@ where
                         let svc = hyper::service::service_fn(handler);
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         let served = builder.serve_connection(TokioIo::new(stream), svc);
-                        tokio::select! {
-                            _ = served => {}
-                            _ = beside => {}
-                        }
+                        serve_beside(served, beside).await
                     });
                 }
                 // Reap finished connections so the set does not grow without bound.
@@ -694,6 +691,27 @@ where
             }
         }
     })
+}
+
+/// Run a client connection and the future beside it (its upstream connections) until either
+/// ends. Each wakeup polls the client side, the upstream side, then the client side again, so a
+/// request the handler just queued is written upstream, and an answer the upstream side just
+/// read reaches the client, within this one poll rather than one trip later through the event
+/// loop's run queue (behind every other ready connection).
+async fn serve_beside<S, D>(served: S, beside: D)
+where
+    S: Future,
+    D: Future<Output = ()>,
+{
+    let mut served = std::pin::pin!(served);
+    let mut beside = std::pin::pin!(beside);
+    std::future::poll_fn(|cx| {
+        if served.as_mut().poll(cx).is_ready() || beside.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        served.as_mut().poll(cx).map(drop)
+    })
+    .await
 }
 
 /// Start the proxy on `listener`, routing by whatever table `routes` holds.
