@@ -936,6 +936,54 @@ mod tests {
         )
     }
 
+    /// Stopping the proxy closes the connections it holds open, although they run on the
+    /// proxy's own event loops, not on the runtime that accepted them.
+    #[tokio::test]
+    async fn stopping_the_proxy_closes_its_open_connections() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let backend = echo_backend().await;
+        let routes = shared_routes();
+        routes.store(Arc::new(
+            RouteTable::new(
+                "proxytest".into(),
+                Some(Pool::new(SlotLabel::Stable, "v1".into(), vec![backend])),
+                None,
+                &TrafficSplit::weight(0),
+            )
+            .unwrap(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = start_proxy(listener, routes, client());
+        // A keep-alive connection, served once and now idle on one of the event loops.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: proxy.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        server.abort();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the connection stayed open after the proxy stopped"
+        );
+    }
+
     #[tokio::test]
     async fn hop_by_hop_headers_are_stripped_both_ways() {
         let addr = proxy_to(echo_backend().await, UPSTREAM_TIMEOUT).await;
