@@ -887,6 +887,11 @@ mod tests {
     }
 
     async fn proxy_to(port: u16, timeout: Duration) -> SocketAddr {
+        proxy_serving(port, timeout).await.0
+    }
+
+    /// A proxy sending everything to `port`, and the task that serves it.
+    async fn proxy_serving(port: u16, timeout: Duration) -> (SocketAddr, JoinHandle<()>) {
         let routes = shared_routes();
         routes.store(Arc::new(
             RouteTable::new(
@@ -899,8 +904,10 @@ mod tests {
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        start_proxy_with_timeout(listener, routes, client(), timeout);
-        addr
+        (
+            addr,
+            start_proxy_with_timeout(listener, routes, client(), timeout),
+        )
     }
 
     /// One client connection, several requests in a row (keep-alive, like a browser).
@@ -941,20 +948,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_the_proxy_closes_its_open_connections() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let backend = echo_backend().await;
-        let routes = shared_routes();
-        routes.store(Arc::new(
-            RouteTable::new(
-                "proxytest".into(),
-                Some(Pool::new(SlotLabel::Stable, "v1".into(), vec![backend])),
-                None,
-                &TrafficSplit::weight(0),
-            )
-            .unwrap(),
-        ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = start_proxy(listener, routes, client());
+        let (addr, server) = proxy_serving(echo_backend().await, UPSTREAM_TIMEOUT).await;
         // A keep-alive connection, served once and now idle on one of the event loops.
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream

@@ -282,13 +282,11 @@ impl CompileCache {
         file: &std::fs::File,
         meta: &std::fs::Metadata,
     ) -> bool {
-        let mut stamp = [0u8; TAG_LEN];
-        let read = open_no_follow(&self.stamp_path(digest))
-            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp));
         // `blake3::Hash` compares in constant time.
-        read.is_ok()
-            && on_local_file_system(file)
-            && self.stamp(key, STAMP_LABEL, digest, meta) == blake3::Hash::from_bytes(stamp)
+        read_stamp::<TAG_LEN>(&self.stamp_path(digest)).is_some_and(|stamp| {
+            on_local_file_system(file)
+                && self.stamp(key, STAMP_LABEL, digest, meta) == blake3::Hash::from_bytes(stamp)
+        })
     }
 
     /// Stamp the entry of `digest`, which just verified with stat data `before`, if it is
@@ -326,10 +324,7 @@ impl CompileCache {
         meta: &std::fs::Metadata,
     ) -> Option<String> {
         let key = self.key.as_ref().ok()?;
-        let mut stamp = [0u8; DIGEST_HEX_LEN + TAG_LEN];
-        open_no_follow(&self.source_stamp_path(meta))
-            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp))
-            .ok()?;
+        let stamp = read_stamp::<{ DIGEST_HEX_LEN + TAG_LEN }>(&self.source_stamp_path(meta))?;
         let (digest, tag) = stamp.split_at(DIGEST_HEX_LEN);
         let digest = std::str::from_utf8(digest).ok()?;
         let tag: [u8; TAG_LEN] = tag.try_into().expect("split at DIGEST_HEX_LEN");
@@ -527,7 +522,15 @@ fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Whether open files can be named as `/proc/self/fd/N` here (checked once per process).
+/// The first `N` bytes of the stamp file at `path` (not following a link), if it has them.
+fn read_stamp<const N: usize>(path: &Path) -> Option<[u8; N]> {
+    let mut stamp = [0u8; N];
+    open_no_follow(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut stamp))
+        .ok()?;
+    Some(stamp)
+}
+
 /// The stat data of the open `file` if it is still what it was (`before`), its ctime is
 /// [`STAMP_AFTER`] old, and it is on a local file system: the conditions for a stamp.
 fn settled(file: &std::fs::File, before: &std::fs::Metadata) -> Option<std::fs::Metadata> {
@@ -565,6 +568,7 @@ fn on_local_file_system(file: &std::fs::File) -> bool {
     .contains(&fs.filesystem_type())
 }
 
+/// Whether open files can be named as `/proc/self/fd/N` here (checked once per process).
 fn proc_fd_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir())

@@ -168,6 +168,14 @@ pub fn pinning_problems(name: &str, spec: &PluginSpec) -> Vec<PinningProblem> {
     problems
 }
 
+/// Fail with the first of [`pinning_problems`], if any.
+fn refuse_pinning_problems(name: &str, spec: &PluginSpec) -> anyhow::Result<()> {
+    match pinning_problems(name, spec).into_iter().next() {
+        Some(problem) => anyhow::bail!("{} ({})", problem.message, problem.help),
+        None => Ok(()),
+    }
+}
+
 /// A pinned digest as 64 lowercase hex digits, accepting a `sha256:` prefix.
 pub fn normalize_pin(pin: &str) -> Option<String> {
     let hex = pin.trim();
@@ -195,9 +203,7 @@ pub async fn resolve_source_within(
     limits: &DownloadLimits,
 ) -> anyhow::Result<(Vec<u8>, String)> {
     let source = spec.source.as_str();
-    if let Some(problem) = pinning_problems(name, spec).into_iter().next() {
-        anyhow::bail!("{} ({})", problem.message, problem.help);
-    }
+    refuse_pinning_problems(name, spec)?;
     match SourceKind::of(source) {
         SourceKind::Builtin(builtin) => {
             let (_, bytes) = resolve_builtin(name, builtin)?;
@@ -214,10 +220,7 @@ pub async fn resolve_source_within(
         SourceKind::OtherScheme(_) => unreachable!("refused by pinning_problems"),
         SourceKind::Path => {
             let (file, path) = open_path(name, source, base_dir)?;
-            let mut bytes = Vec::new();
-            (&file)
-                .read_to_end(&mut bytes)
-                .map_err(|e| cannot_read(name, source, &path, e))?;
+            let bytes = read_whole(&file, 0).map_err(|e| cannot_read(name, source, &path, e))?;
             Ok((bytes, path.display().to_string()))
         }
     }
@@ -255,7 +258,7 @@ impl<'a> Wasm<'a> {
     }
 
     /// Size in bytes.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match &self.bytes {
             WasmBytes::Read(bytes) => bytes.len() as u64,
             WasmBytes::Unread { len, .. } => *len,
@@ -267,13 +270,8 @@ impl<'a> Wasm<'a> {
         matches!(self.bytes, WasmBytes::Unread { .. })
     }
 
-    /// Whether there are no bytes at all.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The first (up to) 8 bytes: the magic number and version, which say what the file is.
-    pub fn header(&self) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn header(&self) -> std::io::Result<Vec<u8>> {
         match &self.bytes {
             WasmBytes::Read(bytes) => Ok(bytes[..bytes.len().min(8)].to_vec()),
             WasmBytes::Unread { file, len } => {
@@ -290,9 +288,7 @@ impl<'a> Wasm<'a> {
         match self.bytes {
             WasmBytes::Read(bytes) => Ok(bytes),
             WasmBytes::Unread { file, len } => {
-                let mut bytes = Vec::with_capacity(len as usize);
-                (&file)
-                    .read_to_end(&mut bytes)
+                let bytes = read_whole(&file, len)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.origin))?;
                 let digest = hex::encode(Sha256::digest(&bytes));
                 if digest != self.digest {
@@ -318,8 +314,9 @@ pub async fn resolve_for_load(
     cache: &CompileCache,
 ) -> anyhow::Result<Wasm<'static>> {
     let source = spec.source.as_str();
+    refuse_pinning_problems(name, spec)?;
     match SourceKind::of(source) {
-        SourceKind::Builtin(builtin) if pinning_problems(name, spec).is_empty() => {
+        SourceKind::Builtin(builtin) => {
             let (digest, bytes) = resolve_builtin(name, builtin)?;
             Ok(Wasm {
                 origin: format!("builtin:{builtin}"),
@@ -327,7 +324,7 @@ pub async fn resolve_for_load(
                 bytes: WasmBytes::Read(Cow::Borrowed(bytes)),
             })
         }
-        SourceKind::Path if pinning_problems(name, spec).is_empty() => {
+        SourceKind::Path => {
             let (file, path) = open_path(name, source, base_dir)?;
             let origin = path.display().to_string();
             let meta = file
@@ -341,10 +338,8 @@ pub async fn resolve_for_load(
                     bytes: WasmBytes::Unread { file, len },
                 });
             }
-            let mut bytes = Vec::with_capacity(meta.len() as usize);
-            (&file)
-                .read_to_end(&mut bytes)
-                .map_err(|e| cannot_read(name, source, &path, e))?;
+            let bytes =
+                read_whole(&file, meta.len()).map_err(|e| cannot_read(name, source, &path, e))?;
             let wasm = Wasm::from_bytes(bytes, origin);
             cache.stamp_source(&file, &meta, &wasm.digest);
             Ok(wasm)
@@ -371,6 +366,14 @@ fn open_path(
         Ok(file) => Ok((file, path)),
         Err(e) => Err(cannot_read(name, source, &path, e)),
     }
+}
+
+/// Everything in the open `file` from where it is (the start, for a file just opened);
+/// `len` is the size expected, to allocate once.
+fn read_whole(file: &std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&*file).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn cannot_read(name: &str, source: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
