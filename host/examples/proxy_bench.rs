@@ -5,12 +5,17 @@
 //!     cargo run --release -p dax --example proxy_bench -- [--duration 5s] [--rounds 5]
 //!         [--connections 32] [--threads 2] [--nginx-workers 1,2]
 //!         [--backend native|python] [--no-nginx] [--pace-ms N] [--mirror-percent 10]
+//!         [--wrk-cpus N]
 //!
 //! `--pace-ms N` compares latency at (nearly) the same load instead of at each proxy's
 //! saturation: every wrk connection waits N ms between requests (wrk's Lua `delay()`), so the
 //! offered load is about connections × 1000 / (N + latency) requests per second for every
 //! path, below what either proxy can serve. `--mirror-percent N` sets the mirrored share for
-//! both proxies (0: no mirroring).
+//! both proxies (0: no mirroring). `--wrk-cpus N` gives wrk the last N cores to itself and
+//! runs everything it measures (this process with the proxy's event loops, the backends,
+//! nginx) on the others, as a load generator on a machine of its own would: without it, wrk
+//! competes with the proxy for the same cores, so a proxy that serves more requests also
+//! leaves itself less CPU, and the tail measures that contention as much as the proxy.
 //!
 //! What each proxy runs (the same routing work, so the comparison is fair):
 //! - dax: the `local` target's proxy in this process, candidate weight 10% (9:1), one header
@@ -30,11 +35,13 @@
 //! /proc divided by the requests wrk completed. The native backend counts what it serves, so
 //! the table also shows the share of requests that reached the candidate (live + mirrored
 //! copies, about 19% with the defaults): both proxies are checked to do the same work. Needs `wrk` and `nginx` on PATH. All traffic
-//! stays on 127.0.0.1. wrk, the proxies and the backends share the cores: compare ratios
-//! within one run.
+//! stays on 127.0.0.1. Unless `--wrk-cpus` splits them, wrk, the proxies and the backends
+//! share the cores: compare ratios within one run.
 
 use dax::contract::{MatchSource, RequestMatch, StringMatch, Target, TrafficSplit, Workload};
 use dax::local::LocalTarget;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,6 +61,8 @@ struct Opts {
     pace_ms: Option<u32>,
     /// Share of the stable traffic both proxies mirror to the candidate.
     mirror_percent: u8,
+    /// Cores kept for wrk alone (0: wrk shares every core with what it measures).
+    wrk_cpus: usize,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
@@ -66,6 +75,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
         backend: "native".into(),
         pace_ms: None,
         mirror_percent: 10,
+        wrk_cpus: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -91,10 +101,11 @@ fn parse_opts() -> anyhow::Result<Opts> {
                 o.mirror_percent = val()?.parse()?;
                 anyhow::ensure!(o.mirror_percent <= 100, "--mirror-percent is at most 100");
             }
+            "--wrk-cpus" => o.wrk_cpus = val()?.parse()?,
             other => anyhow::bail!(
                 "unknown option `{other}`: use --duration, --rounds, --connections, --threads, \
                  --nginx-workers 1,2, --no-nginx, --backend native|python, --pace-ms N, \
-                 --mirror-percent N"
+                 --mirror-percent N, --wrk-cpus N"
             ),
         }
     }
@@ -141,6 +152,8 @@ struct WrkResult {
     requests: u64,
     /// CPU of the proxy process(es) per completed request, in µs (None for `direct`).
     cpu_us: Option<f64>,
+    /// The user-space part of `cpu_us` (the rest is the kernel's: sockets, epoll, scheduling).
+    user_us: Option<f64>,
     /// Requests the candidate backend served per completed request (None: not counted).
     to_candidate: Option<f64>,
     errors: String,
@@ -158,6 +171,52 @@ fn to_ms(s: &str) -> Option<f64> {
         (s, 1.0)
     };
     num.parse::<f64>().ok().map(|v| v * factor)
+}
+
+/// Which cores wrk runs on, and which everything else (see `--wrk-cpus`).
+struct CpuSplit {
+    wrk: CpuSet,
+    measured: CpuSet,
+}
+
+/// The last `wrk_cpus` of this process's cores for wrk, the rest for what it measures.
+fn split_cpus(wrk_cpus: usize) -> anyhow::Result<CpuSplit> {
+    let mine = nix::sched::sched_getaffinity(Pid::from_raw(0))?;
+    let cores: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| mine.is_set(c).unwrap_or(false))
+        .collect();
+    anyhow::ensure!(
+        wrk_cpus < cores.len(),
+        "--wrk-cpus {wrk_cpus} leaves no core for the proxies: this process may use {} cores",
+        cores.len()
+    );
+    let (measured_cores, wrk_cores) = cores.split_at(cores.len() - wrk_cpus);
+    let set_of = |cores: &[usize]| -> nix::Result<CpuSet> {
+        let mut set = CpuSet::new();
+        for &c in cores {
+            set.set(c)?;
+        }
+        Ok(set)
+    };
+    Ok(CpuSplit {
+        wrk: set_of(wrk_cores)?,
+        measured: set_of(measured_cores)?,
+    })
+}
+
+/// The cores `--wrk-cpus` split, when it did (set once, before anything is measured).
+static CPU_SPLIT: std::sync::OnceLock<CpuSplit> = std::sync::OnceLock::new();
+
+/// Run `f` (which starts wrk) on wrk's cores: a child inherits the affinity of the thread that
+/// starts it, so this thread moves there for the start and comes back after.
+fn on_wrk_cpus<T>(f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    let Some(split) = CPU_SPLIT.get() else {
+        return Ok(f());
+    };
+    sched_setaffinity(Pid::from_raw(0), &split.wrk)?;
+    let out = f();
+    sched_setaffinity(Pid::from_raw(0), &split.measured)?;
+    Ok(out)
 }
 
 fn run_wrk(
@@ -185,7 +244,7 @@ fn run_wrk(
     if let Some(script) = script {
         wrk.arg("-s").arg(script?);
     }
-    let out = wrk.output().map_err(|e| {
+    let out = on_wrk_cpus(|| wrk.output())?.map_err(|e| {
         anyhow::anyhow!("cannot run wrk ({e}): install it with `apt-get install wrk`")
     })?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -225,22 +284,33 @@ fn run_wrk(
             .ok_or_else(missing)?,
         requests,
         cpu_us: None,
+        user_us: None,
         to_candidate: None,
         errors,
     })
 }
 
-/// utime + stime of `pid` in clock ticks (/proc/PID/stat fields 14 and 15).
-fn cpu_ticks(pid: u32) -> u64 {
+/// CPU time in clock ticks, split into user space and kernel.
+#[derive(Clone, Copy, Default)]
+struct Ticks {
+    user: u64,
+    system: u64,
+}
+
+/// utime and stime of `pid` (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Ticks {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+        return Ticks::default();
     };
     // The command name (field 2) may hold spaces; the fields after it are plain.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let f: Vec<&str> = after.split_whitespace().collect();
     // `after` starts at field 3 (state), so field 14 is index 11.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ticks {
+        user: field(11),
+        system: field(12),
+    }
 }
 
 /// Clock ticks per second of /proc/PID/stat: USER_HZ, 100 on every Linux ABI.
@@ -254,11 +324,17 @@ enum Cpu {
 }
 
 impl Cpu {
-    fn ticks(&self) -> u64 {
-        match self {
-            Cpu::None => 0,
-            Cpu::Pids(pids) => pids.iter().map(|&p| cpu_ticks(p)).sum(),
-        }
+    fn ticks(&self) -> Ticks {
+        let pids: &[u32] = match self {
+            Cpu::None => &[],
+            Cpu::Pids(pids) => pids,
+        };
+        pids.iter()
+            .map(|&p| cpu_ticks(p))
+            .fold(Ticks::default(), |a, b| Ticks {
+                user: a.user + b.user,
+                system: a.system + b.system,
+            })
     }
 }
 
@@ -279,8 +355,11 @@ fn measure(o: &Opts, url: &str, cpu: &Cpu, candidate: u16) -> anyhow::Result<Wrk
     let mut r = run_wrk(o.threads, o.connections, &o.duration, url, o.pace_ms)?;
     let after = cpu.ticks();
     if let Cpu::Pids(_) = cpu {
-        let secs = (after - before) as f64 / TICKS_PER_SEC;
-        r.cpu_us = Some(secs * 1e6 / r.requests.max(1) as f64);
+        let per_request =
+            |ticks: u64| ticks as f64 / TICKS_PER_SEC * 1e6 / r.requests.max(1) as f64;
+        let user = after.user - before.user;
+        r.cpu_us = Some(per_request(user + after.system - before.system));
+        r.user_us = Some(per_request(user));
     }
     if let (Some(a), Some(b)) = (served_before, served(candidate)) {
         r.to_candidate = Some(b.saturating_sub(a) as f64 / r.requests.max(1) as f64);
@@ -470,6 +549,13 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Runtime::new()?.block_on(serve_backend(port, version));
     }
     let o = parse_opts()?;
+    if o.wrk_cpus > 0 {
+        let split = split_cpus(o.wrk_cpus)?;
+        // Before any thread starts: the runtime's workers, the proxy's event loops, the
+        // backends and nginx all inherit this affinity.
+        sched_setaffinity(Pid::from_raw(0), &split.measured)?;
+        let _ = CPU_SPLIT.set(split);
+    }
     // The target and the proxy's accept loop run on this runtime's workers (the connections on
     // the proxy's own event loops); the bench drives wrk from the main thread (blocking), which
     // is none of them.
@@ -616,12 +702,13 @@ fn measure_all(
             std::thread::sleep(Duration::from_millis(300));
             let res = measure(o, url, cpu, candidate)?;
             eprintln!(
-                "round {} {name:<9} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req  to candidate {} {}",
+                "round {} {name:<9} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {} µs/req (user {})  to candidate {} {}",
                 r + 1,
                 res.rps,
                 res.p50_ms,
                 res.p99_ms,
                 res.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
+                res.user_us.map_or("-".into(), |c| format!("{c:.1}")),
                 res.to_candidate.map_or("-".into(), |c| format!("{:.1}%", c * 100.0)),
                 res.errors
             );
@@ -645,22 +732,26 @@ fn measure_all(
 
 fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
     println!(
-        "\nlocal proxy vs nginx: backend={}, mirror {}%, wrk -t{} -c{} -d{}, {} interleaved rounds, {} cores, dax proxy on one event loop per core",
+        "\nlocal proxy vs nginx: backend={}, mirror {}%, wrk -t{} -c{} -d{}, {} interleaved rounds, {}, dax proxy on one event loop per core",
         o.backend,
         o.mirror_percent,
         o.threads,
         o.connections,
         o.duration,
         o.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // After `--wrk-cpus` this process sees only the cores of what is measured.
+        match (std::thread::available_parallelism().map_or(0, |n| n.get()), o.wrk_cpus) {
+            (n, 0) => format!("{n} cores shared by wrk and what it measures"),
+            (n, w) => format!("{n} cores for the proxies and backends, {w} for wrk alone"),
+        },
     );
     if let Some(ms) = o.pace_ms {
         println!("paced: every connection waits {ms} ms between requests (wrk `delay()`)");
     }
     println!(
-        "| path | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | to candidate |"
+        "| path | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | of it user | to candidate |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let col = |p: usize, f: &dyn Fn(&WrkResult) -> f64| -> Vec<f64> {
         res.rounds.iter().map(|row| f(&row[p])).collect()
     };
@@ -676,11 +767,15 @@ fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
             median(col(p, &|r| r.p99_ms)),
             median(col(p, &|r| r.cpu_us.unwrap_or(f64::NAN))),
         );
-        let cpu = if m.3.is_nan() {
-            "–".to_string()
-        } else {
-            format!("{:.1}", m.3)
+        let micros = |v: f64| {
+            if v.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{v:.1}")
+            }
         };
+        let cpu = micros(m.3);
+        let user = micros(median(col(p, &|r| r.user_us.unwrap_or(f64::NAN))));
         let share = median(col(p, &|r| r.to_candidate.unwrap_or(f64::NAN)));
         let share = if share.is_nan() {
             "–".to_string()
@@ -688,7 +783,7 @@ fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
             format!("{:.1}%", share * 100.0)
         };
         println!(
-            "| {name} | {:.0} | {lo:.0}–{hi:.0} | {:.3} | {:.3} | {cpu} | {share} |",
+            "| {name} | {:.0} | {lo:.0}–{hi:.0} | {:.3} | {:.3} | {cpu} | {user} | {share} |",
             m.0, m.1, m.2
         );
         med.push(m);

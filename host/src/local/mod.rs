@@ -364,7 +364,7 @@ impl LocalTarget {
         let client = proxy::client();
         let routes: SharedRoutes = proxy::shared_routes();
         let servers = vec![
-            proxy::start_proxy(proxy_listener, routes.clone(), client.clone()),
+            proxy::start_proxy(proxy_listener, routes.clone()),
             proxy::start_metrics(metrics_listener),
         ];
         tracing::info!(

@@ -333,8 +333,18 @@ struct Ctx {
     routes: SharedRoutes,
     /// How long a version may take to answer (response headers) before the client gets 504.
     timeout: Duration,
-    /// For mirrored requests and HTTP/2 clients (see `Upstreams` for the common path).
-    client: HttpClient,
+}
+
+/// The pooled client for mirrored requests and HTTP/2 clients (see `Upstreams` for the common
+/// path): one per event loop. A pooled connection is driven by a task on the loop that opened
+/// it, so with one pool shared by all loops a request on one loop often went out through a
+/// connection on another, waking that loop's thread for the request and this one for the
+/// answer.
+fn loop_client() -> HttpClient {
+    thread_local! {
+        static CLIENT: HttpClient = client();
+    }
+    CLIENT.with(Clone::clone)
 }
 
 /// Where one request goes: copied out of the route table so nothing is held across an await.
@@ -375,6 +385,11 @@ impl Ctx {
     }
 }
 
+/// Headers the proxy adds to what it forwards.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_DAX_SLOT: HeaderName = HeaderName::from_static("x-dax-slot");
+const X_DAX_VERSION: HeaderName = HeaderName::from_static("x-dax-version");
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 9] = [
     hyper::header::CONNECTION,
@@ -390,6 +405,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Remove hop-by-hop headers in place, including those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names present (a handful) instead of a lookup per hop-by-hop name:
+    // most messages carry none of them.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(hyper::header::CONNECTION) {
         // Rare on HTTP/1.1 (keep-alive is the default), so allocating here is fine.
         let named: Vec<HeaderName> = headers
@@ -573,7 +593,7 @@ async fn handle(
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     if let Some(v) = &conn.forwarded_for {
-        headers.append("x-forwarded-for", v.clone());
+        headers.append(X_FORWARDED_FOR, v.clone());
     }
 
     let body: Body = if let Some((to, series)) = route.mirror {
@@ -588,7 +608,7 @@ async fn handle(
                     &to,
                     true,
                 );
-                let client = conn.ctx.client.clone();
+                let client = loop_client();
                 let timeout = conn.ctx.timeout;
                 tokio::spawn(async move {
                     // The answer is discarded; only the fact it was served is recorded.
@@ -617,8 +637,7 @@ async fn handle(
     let upstream = upstream_request(&method, path, headers, body, &route.upstream, pooled);
     let sent = async {
         if pooled {
-            conn.ctx
-                .client
+            loop_client()
                 .request(upstream)
                 .await
                 .map_err(|e| e.to_string())
@@ -627,7 +646,9 @@ async fn handle(
         }
     };
     let timeout = conn.ctx.timeout;
-    let mut resp = match tokio::time::timeout(timeout, sent).await {
+    // A deadline from the clock already read for `start`, not a second read.
+    let deadline = tokio::time::Instant::from_std(start + timeout);
+    let mut resp = match tokio::time::timeout_at(deadline, sent).await {
         Ok(Ok(resp)) => resp.map(|b| b.boxed()),
         Ok(Err(e)) => {
             conn.upstreams.forget(port);
@@ -653,9 +674,9 @@ async fn handle(
     route.series.record(resp.status().as_u16(), start.elapsed());
     strip_hop_by_hop(resp.headers_mut());
     let h = resp.headers_mut();
-    h.insert("x-dax-slot", HeaderValue::from_static(route.slot.as_str()));
+    h.insert(X_DAX_SLOT, HeaderValue::from_static(route.slot.as_str()));
     if let Some(v) = route.version_header {
-        h.insert("x-dax-version", v);
+        h.insert(X_DAX_VERSION, v);
     }
     Ok(resp)
 }
@@ -715,25 +736,16 @@ where
 }
 
 /// Start the proxy on `listener`, routing by whatever table `routes` holds.
-pub fn start_proxy(
-    listener: TcpListener,
-    routes: SharedRoutes,
-    client: HttpClient,
-) -> JoinHandle<()> {
-    start_proxy_with_timeout(listener, routes, client, UPSTREAM_TIMEOUT)
+pub fn start_proxy(listener: TcpListener, routes: SharedRoutes) -> JoinHandle<()> {
+    start_proxy_with_timeout(listener, routes, UPSTREAM_TIMEOUT)
 }
 
 fn start_proxy_with_timeout(
     listener: TcpListener,
     routes: SharedRoutes,
-    client: HttpClient,
     timeout: Duration,
 ) -> JoinHandle<()> {
-    let ctx = Arc::new(Ctx {
-        routes,
-        client,
-        timeout,
-    });
+    let ctx = Arc::new(Ctx { routes, timeout });
     serve(listener, move |peer: SocketAddr| {
         let conn = Arc::new(ClientConn {
             ctx: ctx.clone(),
@@ -904,10 +916,7 @@ mod tests {
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        (
-            addr,
-            start_proxy_with_timeout(listener, routes, client(), timeout),
-        )
+        (addr, start_proxy_with_timeout(listener, routes, timeout))
     }
 
     /// One client connection, several requests in a row (keep-alive, like a browser).
