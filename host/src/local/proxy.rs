@@ -523,31 +523,43 @@ impl Upstreams {
     /// Send `req` on this client connection's connection to `port`, opening one if needed; a
     /// request a reused connection could not even start (closed meanwhile) is retried once on
     /// a new one.
+    ///
+    /// Opening a connection is the rare path and is boxed: hyper moves each request's future
+    /// (which holds this one) by value, so every byte of a state the common path never enters
+    /// is copied on every request.
     async fn send(&self, port: u16, req: Request<Body>) -> Result<Response<Incoming>, String> {
-        let (mut sender, reused) = match self.take(port) {
-            Some(s) if !s.is_closed() => (s, true),
-            _ => (self.connect(port).await?, false),
+        let mut sender = match self.take(port) {
+            Some(s) if !s.is_closed() => s,
+            _ => return Box::pin(self.send_on_new(port, req)).await,
         };
         if sender.ready().await.is_err() {
-            sender = self.connect(port).await?;
-            sender.ready().await.map_err(|e| e.to_string())?;
+            return Box::pin(self.send_on_new(port, req)).await;
         }
         let sent = sender.try_send_request(req);
         self.put(port, sender);
         match sent.await {
             Ok(resp) => Ok(resp),
             Err(mut e) => match e.take_message() {
-                Some(req) if reused => {
+                Some(req) => {
                     self.forget(port);
-                    let mut sender = self.connect(port).await?;
-                    sender.ready().await.map_err(|e| e.to_string())?;
-                    let sent = sender.send_request(req);
-                    self.put(port, sender);
-                    sent.await.map_err(|e| e.to_string())
+                    Box::pin(self.send_on_new(port, req)).await
                 }
-                _ => Err(e.into_error().to_string()),
+                None => Err(e.into_error().to_string()),
             },
         }
+    }
+
+    /// Send `req` on a new connection to `port` (kept for the next request).
+    async fn send_on_new(
+        &self,
+        port: u16,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, String> {
+        let mut sender = self.connect(port).await?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let sent = sender.send_request(req);
+        self.put(port, sender);
+        sent.await.map_err(|e| e.to_string())
     }
 
     /// Poll every upstream connection; never completes (runs beside the client connection).
@@ -596,39 +608,25 @@ async fn handle(
         headers.append(X_FORWARDED_FOR, v.clone());
     }
 
-    let body: Body = if let Some((to, series)) = route.mirror {
-        match Limited::new(body, MIRROR_BODY_LIMIT).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                let mreq = upstream_request(
-                    &method,
-                    path.clone(),
-                    headers.clone(),
-                    full(bytes.clone()),
-                    &to,
-                    true,
-                );
-                let client = loop_client();
-                let timeout = conn.ctx.timeout;
-                tokio::spawn(async move {
-                    // The answer is discarded; only the fact it was served is recorded.
-                    if let Ok(Ok(resp)) = tokio::time::timeout(timeout, client.request(mreq)).await
-                    {
-                        let _ = resp.into_body().collect().await;
-                        series.record_mirrored();
-                    }
-                });
-                full(bytes)
-            }
-            Err(e) => {
-                return Ok(bad_gateway(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("dax local proxy: cannot read the request body: {e}\n"),
-                ));
+    let body: Body = match route.mirror {
+        None => body.boxed(),
+        // Boxed for the same reason as `Upstreams::send`'s rare paths: most requests are not
+        // mirrored, and their future should not carry (and copy) this state.
+        Some((to, series)) => {
+            let mirrored = mirror(
+                body,
+                &method,
+                &path,
+                &headers,
+                &to,
+                series,
+                conn.ctx.timeout,
+            );
+            match Box::pin(mirrored).await {
+                Ok(body) => body,
+                Err(answer) => return Ok(answer),
             }
         }
-    } else {
-        body.boxed()
     };
 
     let port = route.upstream.port;
@@ -681,6 +679,45 @@ async fn handle(
     Ok(resp)
 }
 
+/// Buffer the request `body` (up to `MIRROR_BODY_LIMIT`), send a copy of the request to `to`
+/// in the background (its answer discarded, only counted in `series`) and return the body to
+/// forward; or the answer for the client when the body cannot be read.
+async fn mirror(
+    body: Incoming,
+    method: &hyper::Method,
+    path: &Option<PathAndQuery>,
+    headers: &HeaderMap,
+    to: &Upstream,
+    series: &'static super::stats::Series,
+    timeout: Duration,
+) -> Result<Body, Response<Body>> {
+    let bytes = match Limited::new(body, MIRROR_BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return Err(bad_gateway(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("dax local proxy: cannot read the request body: {e}\n"),
+            ))
+        }
+    };
+    let copy = upstream_request(
+        method,
+        path.clone(),
+        headers.clone(),
+        full(bytes.clone()),
+        to,
+        true,
+    );
+    let client = loop_client();
+    tokio::spawn(async move {
+        if let Ok(Ok(resp)) = tokio::time::timeout(timeout, client.request(copy)).await {
+            let _ = resp.into_body().collect().await;
+            series.record_mirrored();
+        }
+    });
+    Ok(full(bytes))
+}
+
 /// Accept connections on `listener` until the returned task is aborted; aborting it also
 /// closes every open connection (they live in the task's `JoinSet`, and run on the proxy's
 /// event loops, see `event_loops.rs`). `per_conn` makes, for each
@@ -704,7 +741,7 @@ where
                         let svc = hyper::service::service_fn(handler);
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         let served = builder.serve_connection(TokioIo::new(stream), svc);
-                        serve_beside(served, beside).await
+                        super::event_loops::run_beside(served, beside).await
                     });
                 }
                 // Reap finished connections so the set does not grow without bound.
@@ -712,27 +749,6 @@ where
             }
         }
     })
-}
-
-/// Run a client connection and the future beside it (its upstream connections) until either
-/// ends. Each wakeup polls the client side, the upstream side, then the client side again, so a
-/// request the handler just queued is written upstream, and an answer the upstream side just
-/// read reaches the client, within this one poll rather than one trip later through the event
-/// loop's run queue (behind every other ready connection).
-async fn serve_beside<S, D>(served: S, beside: D)
-where
-    S: Future,
-    D: Future<Output = ()>,
-{
-    let mut served = std::pin::pin!(served);
-    let mut beside = std::pin::pin!(beside);
-    std::future::poll_fn(|cx| {
-        if served.as_mut().poll(cx).is_ready() || beside.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        served.as_mut().poll(cx).map(drop)
-    })
-    .await
 }
 
 /// Start the proxy on `listener`, routing by whatever table `routes` holds.
