@@ -8,6 +8,9 @@
 //! (BENCHMARKS.md, "One event loop per core"): ~9% more requests at saturation, a quarter less
 //! CPU per request on one connection, and no run in the lower throughput mode that the shared
 //! runtime fell into now and then.
+//!
+//! `run_beside` is how a connection's task polls its two halves (the client connection and its
+//! upstream connections): each only when woken, both within one wakeup when one wakes the other.
 
 use futures::task::AtomicWaker;
 use std::future::Future;
@@ -105,27 +108,26 @@ where
     }));
     std::future::poll_fn(|cx| {
         woken.task.register(cx.waker());
+        // Each round polls each woken side once; a side woken meanwhile is polled next round.
         for _ in 0..MAX_ROUNDS {
             woken.polling.store(true, Ordering::SeqCst);
-            while woken.any() {
-                if woken.take(MAIN)
-                    && main
-                        .as_mut()
-                        .poll(&mut Context::from_waker(&main_waker))
-                        .is_ready()
-                {
-                    return Poll::Ready(());
-                }
-                if woken.take(BESIDE)
-                    && beside
-                        .as_mut()
-                        .poll(&mut Context::from_waker(&beside_waker))
-                        .is_ready()
-                {
-                    return Poll::Ready(());
-                }
+            if woken.take(MAIN)
+                && main
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&main_waker))
+                    .is_ready()
+            {
+                return Poll::Ready(());
             }
-            // A side woken after the check above saw `polling` set and left the waking to us.
+            if woken.take(BESIDE)
+                && beside
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&beside_waker))
+                    .is_ready()
+            {
+                return Poll::Ready(());
+            }
+            // A side woken after `polling` was set left the waking to us: check after clearing.
             woken.polling.store(false, Ordering::SeqCst);
             if !woken.any() {
                 return Poll::Pending;
@@ -186,5 +188,125 @@ impl Wake for SideWaker {
         if !self.woken.polling.load(Ordering::SeqCst) {
             self.woken.task.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A side that counts its polls, keeps its waker, and optionally wakes another side's
+    /// kept waker (or its own) whenever it is polled.
+    #[derive(Default)]
+    struct Probe {
+        polls: AtomicUsize,
+        waker: Mutex<Option<Waker>>,
+    }
+
+    impl Probe {
+        fn side(self: &Arc<Self>, then_wake: Option<Arc<Probe>>) -> impl Future<Output = ()> {
+            let me = self.clone();
+            std::future::poll_fn(move |cx| {
+                me.polls.fetch_add(1, Ordering::SeqCst);
+                *me.waker.lock().unwrap() = Some(cx.waker().clone());
+                if let Some(w) = then_wake
+                    .as_ref()
+                    .and_then(|p| p.waker.lock().unwrap().take())
+                {
+                    w.wake();
+                }
+                Poll::<()>::Pending
+            })
+        }
+
+        fn polls(&self) -> usize {
+            self.polls.load(Ordering::SeqCst)
+        }
+
+        fn wake(&self) {
+            self.waker
+                .lock()
+                .unwrap()
+                .take()
+                .expect("polled before")
+                .wake();
+        }
+    }
+
+    fn poll_once(f: std::pin::Pin<&mut impl Future<Output = ()>>) {
+        let _ = f.poll(&mut Context::from_waker(Waker::noop()));
+    }
+
+    #[test]
+    fn only_the_woken_side_is_polled() {
+        let (main, beside) = (Arc::new(Probe::default()), Arc::new(Probe::default()));
+        let mut both = std::pin::pin!(run_beside(main.side(None), beside.side(None)));
+        poll_once(both.as_mut());
+        assert_eq!(
+            (main.polls(), beside.polls()),
+            (1, 1),
+            "both sides start polled once"
+        );
+        beside.wake();
+        poll_once(both.as_mut());
+        assert_eq!((main.polls(), beside.polls()), (1, 2));
+        main.wake();
+        poll_once(both.as_mut());
+        assert_eq!((main.polls(), beside.polls()), (2, 2));
+        poll_once(both.as_mut());
+        assert_eq!(
+            (main.polls(), beside.polls()),
+            (2, 2),
+            "nothing woken, nothing polled"
+        );
+    }
+
+    #[test]
+    fn a_side_woken_by_the_other_is_polled_in_the_same_wakeup() {
+        let (main, beside) = (Arc::new(Probe::default()), Arc::new(Probe::default()));
+        // The upstream side, when polled, wakes the client side (an answer arrived).
+        let mut both = std::pin::pin!(run_beside(main.side(None), beside.side(Some(main.clone()))));
+        poll_once(both.as_mut());
+        let before = main.polls();
+        beside.wake();
+        poll_once(both.as_mut());
+        assert_eq!(
+            main.polls(),
+            before + 1,
+            "the answer reached the client in the same poll"
+        );
+    }
+
+    #[test]
+    fn a_side_that_always_wakes_itself_does_not_hold_the_loop() {
+        // A connection whose side wakes itself on every poll (as one whose cooperative budget
+        // ran out does) must yield to the loop's other connections.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let busy = Arc::new(Probe::default());
+                let spinning = busy.side(Some(busy.clone()));
+                let local = tokio::task::LocalSet::new();
+                local.spawn_local(run_beside(spinning, std::future::pending()));
+                local
+                    .run_until(async {
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                    })
+                    .await;
+                done_tx.send(busy.polls()).unwrap();
+            });
+        });
+        let polls = done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the loop's other task never ran: run_beside kept polling a side that always wakes itself");
+        assert!(
+            polls > 1,
+            "the busy side was polled again after yielding ({polls} polls)"
+        );
     }
 }
