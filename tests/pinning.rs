@@ -783,6 +783,65 @@ async fn a_stalled_download_stops_at_the_time_bound() {
 
 // ---------------------------------------------------------------- dax plugin build
 
+/// `dax cache show` / `dax cache prune` on a real cache: what this dax compiled stays (and
+/// still loads), another engine's directory goes, a file dax did not write stays.
+#[test]
+fn dax_cache_prune_removes_other_engines_and_keeps_this_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
+    let dax = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(dax_bin())
+            .args(args)
+            .env("DAX_CACHE_DIR", &cache)
+            .env("DAX_CACHE_KEY_FILE", &key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "dax {args:?}: {stderr}");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let plugin = plugin_path("hello-metrics");
+    let inspect = ["plugin", "inspect", plugin.to_str().unwrap()];
+    dax(&inspect);
+    let components = cache.join("components");
+    let old = components.join("wasmtime-0.0.1-0000000000000000");
+    std::fs::create_dir_all(old.join("sources")).unwrap();
+    std::fs::write(
+        old.join(format!("{}.cwasm", "ab".repeat(32))),
+        vec![0u8; 4096],
+    )
+    .unwrap();
+    std::fs::write(old.join("sources/803-1f"), b"stamp").unwrap();
+    std::fs::write(old.join("notes.txt"), b"not dax's").unwrap();
+
+    let show = dax(&["--output", "json", "cache", "show"]);
+    let engines = show["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 2, "{show:#}");
+    let current: Vec<_> = engines.iter().filter(|e| e["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{show:#}");
+    assert_eq!(
+        current[0]["entries"], 1,
+        "the plugin inspect compiled: {show:#}"
+    );
+
+    let pruned = dax(&["--output", "json", "cache", "prune"]);
+    assert_eq!(pruned["other_engines"]["entries"], 1, "{pruned:#}");
+    assert_eq!(pruned["other_engines"]["entry_bytes"], 4096, "{pruned:#}");
+    assert_eq!(pruned["other_engines"]["stamps"], 1, "{pruned:#}");
+    assert_eq!(pruned["kept_entries"], 1, "{pruned:#}");
+    assert_eq!(pruned["unused"]["entries"], 0, "used today: {pruned:#}");
+    assert!(!old.join("sources").exists());
+    assert!(
+        old.join("notes.txt").exists(),
+        "a file dax did not write was removed"
+    );
+
+    // What this dax compiled is still there and still loads from the cache.
+    let show = dax(&["--output", "json", "cache", "show"]);
+    assert_eq!(show["engines"].as_array().unwrap().len(), 2, "{show:#}");
+    dax(&inspect);
+}
+
 fn plugin_build(args: &[&str]) -> (i32, String) {
     let out = Command::new(dax_bin())
         .args(["plugin", "build", "--all"])

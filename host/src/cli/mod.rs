@@ -23,6 +23,7 @@
 //! covers every way a host can stop, a rollback may itself take long or need the operator,
 //! and rolling back stays one explicit command away.
 
+pub mod cache;
 pub mod gate;
 pub mod output;
 pub mod plugin;
@@ -126,6 +127,9 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     /// Run the scanners and the gate policy on their own.
     Gate(gate::GateArgs),
+    /// Show or prune the compile cache of plugins.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// Parse the command line and run it; returns the process exit code.
@@ -173,6 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd, json).await,
+        Command::Cache(cmd) => cache::run(cmd, json),
         Command::Gate(args) => gate::run(&args, json).await,
         Command::Validate { file } => {
             let engine = engine(&cli.state_dir, cli.journal_sync);

@@ -50,6 +50,8 @@
 //! Both kinds of stamp are written and trusted only on local file systems, whose ctime is the
 //! kernel's own: a network file system's server (or a FUSE daemon) reports whatever it likes.
 
+pub mod maintenance;
+
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
@@ -146,6 +148,12 @@ impl CompileCache {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The name of this engine's directory under the cache root:
+    /// `wasmtime-<dax version>-<engine compatibility hash>`.
+    pub fn engine_tag(&self) -> &str {
+        &self.engine_tag
     }
 
     /// Why the disk cache is off, if it is.

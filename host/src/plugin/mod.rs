@@ -198,6 +198,10 @@ impl PluginHost {
         })
     }
 
+    pub fn compile_cache(&self) -> &cache::CompileCache {
+        &self.cache
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
