@@ -629,10 +629,13 @@ async fn dax_deploy_ab_test_routes_by_header_then_promotes() {
             && s["services"]["web-candidate"]["image"] == "registry.example/web:v2"
     });
     // Only matching requests move: the default action keeps every other request on stable.
+    // (Whether it lists web-green at weight 0 yet depends on when the watcher polled: the
+    // plugin adds the rule and rewrites the default action in two calls, and a CI run caught
+    // the moment between them.)
     let during = &states[routed];
-    assert_eq!(
-        during["weights"],
-        json!({"web-blue": 100, "web-green": 0}),
+    assert_eq!(during["weights"]["web-blue"], 100, "{during}");
+    assert!(
+        during["weights"].get("web-green").is_none_or(|w| *w == 0),
         "{during}"
     );
     let end = &w.observe(); // not the watcher's last poll, which may lag behind

@@ -610,19 +610,9 @@ async fn handle(
 
     let body: Body = match route.mirror {
         None => body.boxed(),
-        // Boxed for the same reason as `Upstreams::send`'s rare paths: most requests are not
-        // mirrored, and their future should not carry (and copy) this state.
         Some((to, series)) => {
-            let mirrored = mirror(
-                body,
-                &method,
-                &path,
-                &headers,
-                &to,
-                series,
-                conn.ctx.timeout,
-            );
-            match Box::pin(mirrored).await {
+            let timeout = conn.ctx.timeout;
+            match mirror(body, &method, &path, &headers, &to, series, timeout).await {
                 Ok(body) => body,
                 Err(answer) => return Ok(answer),
             }
