@@ -49,6 +49,9 @@
 //!
 //! Both kinds of stamp are written and trusted only on local file systems, whose ctime is the
 //! kernel's own: a network file system's server (or a FUSE daemon) reports whatever it likes.
+//!
+//! Nothing here deletes: entries of other engines and unused ones stay until `dax cache prune`
+//! (`maintenance.rs`) removes them.
 
 pub mod maintenance;
 
