@@ -19,17 +19,23 @@ fn registry() -> &'static RwLock<Vec<String>> {
 
 /// Remember `value` as a secret for the rest of the process.
 ///
-/// Its escaped form is remembered too: a secret in a value of the wrong type comes back in
+/// Its escaped forms are remembered too: a secret in a value of the wrong type comes back in
 /// serde's message as `invalid type: string "..."`, Rust-escaped, so a multi-line key or a
-/// password with a quote or backslash went through redaction whole (found by tests/fuzz).
+/// password with a quote or backslash went through redaction whole (found by tests/fuzz);
+/// and a plugin that echoes a secret from its config in an error (`` `...` is not a
+/// duration ``) is shown with its control characters escaped ([`log::escape`]), which is
+/// neither form (also found by tests/fuzz).
+///
+/// [`log::escape`]: crate::plugin::capabilities::log::escape
 pub fn register(value: &str) {
     if value.len() < MIN_SECRET_LEN {
         return;
     }
     let debug = format!("{value:?}");
-    let escaped = &debug[1..debug.len() - 1];
+    let rust_escaped = &debug[1..debug.len() - 1];
+    let as_shown = crate::plugin::capabilities::log::escape(value);
     let mut all = registry().write().unwrap_or_else(|e| e.into_inner());
-    for form in [value, escaped] {
+    for form in [value, rust_escaped, &as_shown] {
         if !all.iter().any(|s| s == form) {
             all.push(form.to_string());
         }
@@ -176,6 +182,17 @@ mod tests {
             redact(&message),
             "invalid type: string \"***\", expected f64"
         );
+    }
+
+    #[test]
+    fn a_secret_echoed_by_a_plugin_is_redacted_as_shown() {
+        // Regression found by tests/fuzz: a plugin's "`$VALUE}` is not a duration" is shown
+        // with control characters escaped, which neither the raw nor the Rust form matched.
+        let secret = "shown \"quoted\" back\\slash\nline2\tTAB";
+        register(secret);
+        let from_plugin = format!("`${secret}}}` is not a duration");
+        let shown = crate::plugin::capabilities::log::escape(&from_plugin);
+        assert_eq!(redact(&shown), "`$***}` is not a duration");
     }
 
     #[test]
