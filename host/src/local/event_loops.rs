@@ -145,8 +145,8 @@ const BESIDE: usize = 1;
 /// Which sides of `run_beside` have been woken since they were last polled.
 struct Woken {
     sides: [AtomicBool; 2],
-    /// Set while the task polls the sides: a side woken meanwhile is polled in the same round,
-    /// so its waker only marks it instead of scheduling the task again.
+    /// Set while the task polls the sides: a side woken meanwhile is polled in the next round
+    /// of the same wakeup, so its waker only marks it instead of scheduling the task again.
     polling: AtomicBool,
     task: AtomicWaker,
 }
