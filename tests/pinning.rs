@@ -26,6 +26,7 @@ fn host_with_cache(dir: &Path) -> PluginHost {
     PluginHost::new(HostOptions {
         cache_dir: dir.to_path_buf(),
         pooling: true,
+        ..Default::default()
     })
     .unwrap()
 }

@@ -476,12 +476,47 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// Every live instance holds one of the host's pooled slots: a host out of slots refuses the
+/// next instance with a fault that names the setting to raise, and the slots come back when
+/// the instances go.
+#[tokio::test]
+async fn a_host_out_of_instance_slots_says_which_setting_to_raise_and_recovers() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = dax::plugin::PluginHost::new(dax::plugin::HostOptions {
+        cache_dir: cache.path().to_path_buf(),
+        pooling: true,
+        max_instances: 3,
+    })
+    .unwrap();
+    assert!(host.pooling(), "this test needs the pooling allocator");
+    let spec = spec(&plugin_path("hello-metrics"));
+    // Each loaded plugin keeps the instance its `describe` ran on.
+    let mut loaded = Vec::new();
+    let refused = loop {
+        match host.load("hello-metrics", &spec, Path::new(".")).await {
+            Ok(plugin) => loaded.push(plugin),
+            Err(e) => break e.to_string(),
+        }
+        assert!(loaded.len() <= 3, "a fourth instance fit in three slots");
+    };
+    assert!(!loaded.is_empty(), "not even one instance fit: {refused}");
+    assert!(
+        refused.contains("every plugin instance slot of this dax process is in use")
+            && refused.contains("DAX_MAX_INSTANCES"),
+        "{refused}"
+    );
+    loaded.clear();
+    let again = host.load("hello-metrics", &spec, Path::new(".")).await;
+    assert!(again.is_ok(), "slots did not come back: {:?}", again.err());
+}
+
 #[tokio::test]
 async fn second_load_comes_from_the_compile_cache() {
     let cache = tempfile::tempdir().unwrap();
     let options = dax::plugin::HostOptions {
         cache_dir: cache.path().to_path_buf(),
         pooling: true,
+        ..Default::default()
     };
     let bytes = std::fs::read(plugin_path("hello-metrics")).unwrap();
     let spec = spec(&plugin_path("hello-metrics"));

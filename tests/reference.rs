@@ -6,7 +6,7 @@
 //!   new field, a renamed one or a new nested table fails this test until the page says so.
 //! - `docs/reference/cli.md` has a row in its exit-code table for every `dax` subcommand
 //!   clap knows (nested ones as `dax plugin NAME`), and every exit-code constant of
-//!   `dax::cli` in its legend.
+//!   `dax::cli` in its legend, and the environment variables with their defaults.
 //!
 //! Run: `cargo test -p dax-tests --test reference`.
 
@@ -555,4 +555,16 @@ fn the_cli_reference_has_every_command_and_exit_code() {
             "docs/reference/cli.md does not explain exit code {code} ({name})"
         );
     }
+}
+
+#[test]
+fn the_cli_reference_states_the_instance_slot_default() {
+    let doc = read_doc("cli.md");
+    let default = dax::plugin::DEFAULT_MAX_INSTANCES;
+    assert!(
+        doc.contains(&format!("`${}`", dax::plugin::MAX_INSTANCES_ENV))
+            && doc.contains(&format!("(default {default}, from 1 to")),
+        "docs/reference/cli.md must name ${} and its default {default}",
+        dax::plugin::MAX_INSTANCES_ENV
+    );
 }

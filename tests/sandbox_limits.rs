@@ -656,6 +656,7 @@ async fn memory_mib_holds_for_all_memories_of_an_instance() {
     let host = PluginHost::new(dax::plugin::HostOptions {
         cache_dir: cache.path().to_path_buf(),
         pooling: false,
+        ..Default::default()
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();

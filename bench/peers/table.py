@@ -19,6 +19,7 @@ DAX_KEYS = [
     "cached_load_rust_ms",
     "cold_load_js_ms",
     "cached_load_js_ms",
+    "start_up_rust_ms",
 ]
 
 
@@ -82,6 +83,8 @@ def main() -> int:
 
     call = dax.get("dax_warm_call_us")
     inst = dax.get("instantiate_us")
+    start = dax.get("start_up_rust_ms")
+    start = None if start is None else start * 1000.0
 
     def ms_to_us(v):
         return None if v is None else v * 1000.0
@@ -109,6 +112,12 @@ def main() -> int:
          ms_to_us(go.get("netrpc_process_start_p50_ms")), inst, ""),
         ("go-plugin process start + handshake + dispense, gRPC (p50)",
          ms_to_us(go.get("grpc_process_start_p50_ms")), inst, ""),
+        ("A plugin ready in a process that has none yet", None, None, None),
+        ("dax, new plugin host + load from compile cache (median)", start, start, ""),
+        ("go-plugin process start + handshake + dispense, net/rpc (p50)",
+         ms_to_us(go.get("netrpc_process_start_p50_ms")), start, ""),
+        ("go-plugin process start + handshake + dispense, gRPC (p50)",
+         ms_to_us(go.get("grpc_process_start_p50_ms")), start, ""),
     ]
     width = max(len(r[0]) for r in rows) + 2
     print()

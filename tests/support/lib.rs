@@ -167,6 +167,7 @@ pub fn fresh_host() -> (dax::plugin::PluginHost, tempfile::TempDir) {
     let host = dax::plugin::PluginHost::new(dax::plugin::HostOptions {
         cache_dir: cache.path().to_path_buf(),
         pooling: true,
+        ..Default::default()
     })
     .expect("creating the plugin host");
     (host, cache)

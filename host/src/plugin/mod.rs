@@ -57,6 +57,17 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// slot), and without pooling (a 32-bit address space).
 const POOLED_MEMORY_MIB: u64 = 1024;
 const ON_DEMAND_MEMORY_MIB: u64 = 4096;
+/// Plugin instances one host can have alive at once unless told otherwise. The pooling
+/// allocator reserves every slot, with its async stack and that stack's guard page, when the
+/// host starts: ~4.5 µs per slot, paid by every `dax` process before its first plugin call
+/// (1,000 slots took 4.8 ms; see BENCHMARKS.md). One deployment keeps at most
+/// `MAX_IDLE_INSTANCES` idle instances per plugin plus one per call in flight, so a `dax`
+/// run needs a few dozen.
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Environment variable that overrides [`HostOptions::max_instances`].
+pub const MAX_INSTANCES_ENV: &str = "DAX_MAX_INSTANCES";
+/// Most instance slots a host may reserve (each reserves a memory slot's address space).
+const MAX_INSTANCES_CEILING: u32 = 20_000;
 /// Longest plugin name or version `describe` may return.
 const MAX_IDENTITY_BYTES: usize = 256;
 /// Most problems one `validate-config` call may report.
@@ -124,6 +135,11 @@ pub struct HostOptions {
     /// Use wasmtime's pooling allocator (falls back to on-demand if the machine refuses
     /// the address-space reservation).
     pub pooling: bool,
+    /// With pooling: most plugin instances alive at once (idle ones and those in a call),
+    /// across every plugin of this host; `$DAX_MAX_INSTANCES` overrides it. Every slot is
+    /// reserved at start-up, so a larger number costs start-up time. (On-demand allocation
+    /// has no such bound.)
+    pub max_instances: u32,
 }
 
 impl Default for HostOptions {
@@ -136,6 +152,7 @@ impl Default for HostOptions {
         HostOptions {
             cache_dir,
             pooling: true,
+            max_instances: DEFAULT_MAX_INSTANCES,
         }
     }
 }
@@ -153,18 +170,22 @@ pub struct PluginHost {
 
 impl PluginHost {
     pub fn new(options: HostOptions) -> anyhow::Result<Self> {
+        let max_instances = max_instances(
+            options.max_instances,
+            std::env::var(MAX_INSTANCES_ENV).ok().as_deref(),
+        )?;
         let (engine, pooling) = if options.pooling {
-            match Engine::new(&engine_config(true)) {
+            match Engine::new(&engine_config(Some(max_instances))) {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::debug!(
                         "pooling allocator unavailable ({e:#}); using on-demand allocation"
                     );
-                    (Engine::new(&engine_config(false))?, false)
+                    (Engine::new(&engine_config(None))?, false)
                 }
             }
         } else {
-            (Engine::new(&engine_config(false))?, false)
+            (Engine::new(&engine_config(None))?, false)
         };
 
         let mut linker = Linker::new(&engine);
@@ -452,17 +473,44 @@ impl PluginHost {
     }
 }
 
-fn engine_config(pooling: bool) -> Config {
+/// `requested` instance slots, or `override_text` (the value of `$DAX_MAX_INSTANCES`) when
+/// set; refused outside 1..=[`MAX_INSTANCES_CEILING`].
+fn max_instances(requested: u32, override_text: Option<&str>) -> anyhow::Result<u32> {
+    let (value, from) = match override_text.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(text) => (
+            text.parse::<u32>().map_err(|_| {
+                anyhow::anyhow!(
+                    "{MAX_INSTANCES_ENV}=`{text}` is not a whole number; set it to how many plugin instances may be alive at once (default {DEFAULT_MAX_INSTANCES}) or unset it"
+                )
+            })?,
+            MAX_INSTANCES_ENV,
+        ),
+        None => (requested, "HostOptions::max_instances"),
+    };
+    if !(1..=MAX_INSTANCES_CEILING).contains(&value) {
+        anyhow::bail!(
+            "{from} is {value}: how many plugin instances may be alive at once must be from 1 to {MAX_INSTANCES_CEILING}"
+        );
+    }
+    Ok(value)
+}
+
+/// The engine's settings; `pooled_instances` is the pooling allocator's slot count, `None`
+/// for on-demand allocation.
+fn engine_config(pooled_instances: Option<u32>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    if pooling {
+    if let Some(instances) = pooled_instances {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(1_000)
-            .total_core_instances(4_000)
-            .total_memories(2_000)
-            .total_tables(2_000)
+        // A store keeps the async stack of its last call, so every live instance can hold
+        // one: as many stacks as instances.
+        pool.total_component_instances(instances)
+            .total_stacks(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(2))
             .max_memories_per_component(8)
             .max_tables_per_component(8)
             .max_core_instances_per_component(50)
@@ -697,7 +745,10 @@ impl LoadedPlugin {
             // Memories are created (and limited) while instantiating: say which limit.
             Err(e) => match store.data_mut().limiter.exceeded.take() {
                 Some(limit) => Err(anyhow::anyhow!(limit)),
-                None => Err(anyhow::Error::from(e)),
+                None => match e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                    Some(full) => Err(anyhow::anyhow!(slots_exhausted(full))),
+                    None => Err(anyhow::Error::from(e)),
+                },
             },
         }
     }
@@ -998,6 +1049,8 @@ fn describe_fault(error: &wasmtime::Error, state: &PluginState, denials: &[Strin
             "{deadline} (limits.call_timeout of [plugins.{}])",
             state.plugin
         )
+    } else if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        slots_exhausted(full)
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         let mut reason = format!("trapped: {trap}");
         // A Rust guest prints its panic message to stderr just before trapping.
@@ -1011,6 +1064,14 @@ fn describe_fault(error: &wasmtime::Error, state: &PluginState, denials: &[Strin
     with_denials(reason, denials)
 }
 
+/// Why an instance or a call's stack could not be had: every pooled slot is taken.
+fn slots_exhausted(full: &wasmtime::PoolConcurrencyLimitError) -> String {
+    format!(
+        "every plugin instance slot of this dax process is in use ({full}); \
+         set {MAX_INSTANCES_ENV} above it (default {DEFAULT_MAX_INSTANCES})"
+    )
+}
+
 /// A fault's reason followed by what the host refused during the call, which often
 /// explains it (a denied HTTP destination, an escaping symlink).
 fn with_denials(mut reason: String, denials: &[String]) -> String {
@@ -1018,4 +1079,28 @@ fn with_denials(mut reason: String, denials: &[String]) -> String {
         reason.push_str(&format!("; denied during the call: {}", denials.join("; ")));
     }
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_instances_takes_the_option_unless_the_environment_overrides_it() {
+        assert_eq!(max_instances(40, None).unwrap(), 40);
+        assert_eq!(max_instances(40, Some(" ")).unwrap(), 40);
+        assert_eq!(max_instances(40, Some(" 900 ")).unwrap(), 900);
+    }
+
+    #[test]
+    fn max_instances_refuses_what_it_cannot_reserve_and_names_the_variable() {
+        let bad = max_instances(40, Some("lots")).unwrap_err().to_string();
+        assert!(bad.contains("DAX_MAX_INSTANCES=`lots`"), "{bad}");
+        let zero = max_instances(40, Some("0")).unwrap_err().to_string();
+        assert!(zero.contains("DAX_MAX_INSTANCES is 0"), "{zero}");
+        let huge = max_instances(MAX_INSTANCES_CEILING + 1, None)
+            .unwrap_err()
+            .to_string();
+        assert!(huge.contains("HostOptions::max_instances"), "{huge}");
+    }
 }
