@@ -42,6 +42,8 @@ pub mod metric_provider {
         path: "../wit",
         world: "dax:plugin/metric-provider-plugin",
         exports: { default: async },
+        // The query is lowered straight from the engine's strings, not from copies of them.
+        ownership: Borrowing { duplicate_if_necessary: false },
         with: {
             "dax:plugin/types": super::target::dax::plugin::types,
             "dax:host": super::capabilities::dax::host,

@@ -771,15 +771,7 @@ impl LoadedPlugin {
             plugin: self.inner.name.clone(),
             reason,
         };
-        let sandbox = &self.inner.sandbox;
-        let wall = sandbox.limits.wall_timeout();
-        let wall_reason = || {
-            format!(
-                "exceeded its wall-clock deadline of {} per call (limits.wall_timeout of [plugins.{}])",
-                spec::duration_str::format(wall),
-                self.inner.name
-            )
-        };
+        let wall = self.inner.sandbox.limits.wall_timeout();
         let warm = self.inner.idle.pop();
         // When the call's wall clock started, if it had to instantiate (see below otherwise).
         let mut started = None;
@@ -792,25 +784,18 @@ impl LoadedPlugin {
             None => {
                 let now = tokio::time::Instant::now();
                 started = Some(now);
-                match tokio::time::timeout_at(now + wall, self.instantiate()).await {
+                // Boxed, like every path a warm call does not take: the call's future (and
+                // the box `async_trait` puts it in) is sized by its largest path.
+                match Box::pin(tokio::time::timeout_at(now + wall, self.instantiate())).await {
                     Ok(Ok(w)) => w,
                     Ok(Err(e)) => return Err(fault(format!("could not instantiate: {e:#}"))),
-                    Err(_) => return Err(fault(wall_reason())),
+                    Err(_) => return Err(fault(self.wall_reason())),
                 }
             }
         };
         store.data_mut().begin_call();
         store.set_epoch_deadline(1);
-        let quota = &sandbox.quota;
-        let disk_before = if quota.is_empty() {
-            Vec::new()
-        } else {
-            let quota = quota.clone();
-            tokio::task::spawn_blocking(move || quota.usage())
-                .await
-                .unwrap_or_default()
-        };
-        let outcome = {
+        let outcome = if self.inner.sandbox.quota.is_empty() {
             let mut run = std::pin::pin!(f(store, &world));
             // Most calls finish in their first poll, and pay for neither a clock read nor a
             // timer. On a warm instance the wall clock starts when the call first waits:
@@ -820,31 +805,11 @@ impl LoadedPlugin {
                 Poll::Ready(answer) => Outcome::Done(answer),
                 Poll::Pending => {
                     let started = started.unwrap_or_else(tokio::time::Instant::now);
-                    let run = tokio::time::timeout_at(started + wall, run);
-                    if quota.is_empty() {
-                        Outcome::from(run.await)
-                    } else {
-                        tokio::select! {
-                            result = run => Outcome::from(result),
-                            reason = watch_quota(quota.clone(), &disk_before) => Outcome::Quota(reason),
-                        }
-                    }
+                    Outcome::from(Box::pin(tokio::time::timeout_at(started + wall, run)).await)
                 }
             }
-        };
-        // A call that ended well can still have left the tree over its quota.
-        let outcome = match outcome {
-            Outcome::Done((store, Ok(value))) if !quota.is_empty() => {
-                let quota = quota.clone();
-                let now = tokio::task::spawn_blocking(move || quota.usage())
-                    .await
-                    .unwrap_or_default();
-                match sandbox.quota.exceeded(&disk_before, &now) {
-                    Some(reason) => Outcome::Quota(reason),
-                    None => Outcome::Done((store, Ok(value))),
-                }
-            }
-            other => other,
+        } else {
+            Box::pin(self.run_within_quota(f(store, &world), started)).await
         };
         let result = match outcome {
             Outcome::Done((store, Ok(value))) => {
@@ -861,11 +826,53 @@ impl LoadedPlugin {
             ))),
             // The call was cut off inside the instance, and its store dropped with it: the
             // instance is never reused.
-            Outcome::WallClock => Err(fault(with_denials(wall_reason(), &log.take_denials()))),
+            Outcome::WallClock => Err(fault(with_denials(self.wall_reason(), &log.take_denials()))),
             Outcome::Quota(reason) => Err(fault(with_denials(reason, &log.take_denials()))),
         };
         log.end_call();
         result
+    }
+
+    fn wall_reason(&self) -> String {
+        format!(
+            "exceeded its wall-clock deadline of {} per call (limits.wall_timeout of [plugins.{}])",
+            spec::duration_str::format(self.inner.sandbox.limits.wall_timeout()),
+            self.inner.name
+        )
+    }
+
+    /// A call of a plugin with a disk quota: the writable trees are measured before it, every
+    /// [`capabilities::fs::QUOTA_POLL`] while it waits and after it ends, since a call that
+    /// ended well can still have left a tree over its quota. Out of line (and boxed by the
+    /// caller), so the futures of calls without a quota stay small.
+    async fn run_within_quota<R>(
+        &self,
+        run: impl Future<Output = Answer<R>>,
+        started: Option<tokio::time::Instant>,
+    ) -> Outcome<R> {
+        let quota = &self.inner.sandbox.quota;
+        let usage = || {
+            let quota = quota.clone();
+            async move {
+                tokio::task::spawn_blocking(move || quota.usage())
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        let before = usage().await;
+        let started = started.unwrap_or_else(tokio::time::Instant::now);
+        let wall = self.inner.sandbox.limits.wall_timeout();
+        let outcome = tokio::select! {
+            result = tokio::time::timeout_at(started + wall, run) => Outcome::from(result),
+            reason = watch_quota(quota.clone(), &before) => Outcome::Quota(reason),
+        };
+        match outcome {
+            Outcome::Done((store, Ok(value))) => match quota.exceeded(&before, &usage().await) {
+                Some(reason) => Outcome::Quota(reason),
+                None => Outcome::Done((store, Ok(value))),
+            },
+            other => other,
+        }
     }
 
     fn expect_role(&self, wanted: PluginRole) -> anyhow::Result<()> {

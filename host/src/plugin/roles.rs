@@ -345,20 +345,26 @@ impl WasmMetricProvider {
 #[async_trait::async_trait]
 impl c::MetricProvider for WasmMetricProvider {
     async fn run_query(&self, q: &c::MetricQuery) -> CallResult<c::MetricAnswer> {
-        let query = wmetric::Query {
-            text: q.text.clone(),
-            kind: match q.kind {
-                c::QueryKind::Instant => wmetric::QueryKind::Instant,
-                c::QueryKind::Range => wmetric::QueryKind::Range,
-            },
-            window_ms: q.window_ms,
-            step_ms: q.step_ms,
-            vars: q.vars.clone(),
+        let vars: Vec<(&str, &str)> = q.vars.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let kind = match q.kind {
+            c::QueryKind::Instant => wmetric::QueryKind::Instant,
+            c::QueryKind::Range => wmetric::QueryKind::Range,
         };
+        // Built in the guest call itself, so the call's (boxed) future holds it once.
         let answer = guest_call!(
             self.plugin,
             MetricProvider.dax_plugin_metric_provider,
-            |g, store| g.call_run_query(store, &self.config, &query)
+            |g, store| g.call_run_query(
+                store,
+                &self.config,
+                wmetric::Query {
+                    text: &q.text,
+                    kind,
+                    window_ms: q.window_ms,
+                    step_ms: q.step_ms,
+                    vars: &vars,
+                }
+            )
         )
         .await?
         .map_err(|e| plugin_error(&self.plugin, e))?;
