@@ -194,8 +194,8 @@ async fn paired_warm_calls(
 /// The same `run-query` call with plain wasmtime, sync: the typed function called without a
 /// fiber (below the floor `dax` can reach: every plugin call may yield).
 fn bare_sync_call(host: &PluginHost, component: &Component) -> Option<Duration> {
-    // Sync: the same typed function called without a fiber. `run-query` of this plugin
-    // calls no import, so every import is a trap (WASI's sync bindings do not link here).
+    // `run-query` of this plugin calls no import, so every import is a trap (WASI's sync
+    // bindings do not link here).
     let mut linker = Linker::<PluginState>::new(host.engine());
     linker.define_unknown_imports_as_traps(component).unwrap();
     let mut store = bare_store(host, false);
