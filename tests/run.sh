@@ -49,8 +49,11 @@ if ! "$cache/componentize-py/bin/componentize-py" --version 2>/dev/null | grep -
 fi
 "$cache/componentize-py/bin/componentize-py" --version
 
-step "formatting"
+step "formatting (the workspace and every plugin workspace)"
 cargo fmt --all -- --check
+for ws in plugins examples/plugins tests/plugins; do
+  (cd "$ws" && cargo fmt --all -- --check) || { echo "rustfmt: run cargo fmt --all in $ws"; exit 1; }
+done
 
 step "lints (clippy -D warnings: the workspace and every plugin package)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -42,10 +42,13 @@ echo "== building the peers (cached in $cache)" >&2
 
 echo "== dax: cargo bench -p dax-tests --bench plugin_host" >&2
 # The bench needs only hello-metrics (examples/plugins) and js-metrics (built on its own).
+# It exits non-zero when a measurement misses its target, after writing its JSON: the peers
+# still run, and this script ends with that failure.
+dax_status=0
 (cd "$root" && DAX_BENCH_JSON="$out/dax.json" \
   DAX_TEST_PLUGIN_WORKSPACES="${DAX_TEST_PLUGIN_WORKSPACES:-examples/plugins}" \
-  cargo bench -p dax-tests --bench plugin_host) 2>&1 | tee "$out/dax.txt" >&2 \
-  || die "dax's plugin_host bench failed (its output is above)"
+  cargo bench -p dax-tests --bench plugin_host) 2>&1 | tee "$out/dax.txt" >&2 || dax_status=$?
+[ -s "$out/dax.json" ] || die "dax's plugin_host bench failed (its output is above)"
 
 echo "== Extism" >&2
 "$extism_target/release/extism-peer-bench" "${quick[@]}" | tee "$out/extism.json" >&2
@@ -54,3 +57,4 @@ echo "== hashicorp/go-plugin" >&2
 
 python3 "$peers/table.py" "$out"
 echo "raw results: $out" >&2
+[ "$dax_status" = 0 ] || die "dax missed a target of its plugin_host bench (NO in its table above)"

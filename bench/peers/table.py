@@ -133,6 +133,8 @@ def main() -> int:
         r = paired or call / bare
         verdict = "met" if r <= 1.2 else "NOT met"
         print(f"\ndax warm call / bare wasmtime async = {r:.2f}× (target ≤ 1.2×: {verdict})")
+    for target in dax.get("targets_missed") or []:
+        print(f"dax missed a target: {target}")
     if missing:
         still = [k for k in missing if k not in from_text]
         print(f"\nnote: the dax bench wrote no {', '.join(missing)} to DAX_BENCH_JSON"

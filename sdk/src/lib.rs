@@ -102,6 +102,22 @@ macro_rules! role_module {
                 }
             }
 
+            /// `validate-config`'s answer from a plugin's own checks, as `(field, message)`
+            /// pairs (an empty field means the config as a whole).
+            pub fn problems(found: impl IntoIterator<Item = (String, String)>) -> Vec<ConfigProblem> {
+                found.into_iter().map(|(field, message)| ConfigProblem { field, message }).collect()
+            }
+
+            /// Refuse a call whose config those checks flag: the first problem, as
+            /// `PluginError::InvalidConfig` ("field: message").
+            pub fn refuse_if_invalid(found: impl IntoIterator<Item = (String, String)>) -> Result<(), PluginError> {
+                match found.into_iter().next() {
+                    None => Ok(()),
+                    Some((field, message)) if field.is_empty() => Err(PluginError::InvalidConfig(message)),
+                    Some((field, message)) => Err(PluginError::InvalidConfig(format!("{field}: {message}"))),
+                }
+            }
+
             /// Kubernetes API calls made by the host with the operator's credentials
             /// (`dax:host/kube`); only what `[plugins.NAME.grants.kube]` grants gets through.
             pub use bindings::dax::host::kube;
@@ -174,3 +190,12 @@ macro_rules! export_strategy { ($t:ident) => { $crate::strategy::bindings::expor
 
 #[cfg(feature = "http")]
 pub mod http;
+
+/// Milliseconds since the Unix epoch by the host's wall clock (WASI `wall-clock`), e.g. the
+/// end of a metric query's window; 0 if the clock reads before the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

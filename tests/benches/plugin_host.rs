@@ -452,98 +452,91 @@ async fn main() {
             "off (unavailable here)"
         }
     );
-    println!("{:<52} {:>12} {:>10}", "measurement", "time", "target");
-    println!(
-        "{:<52} {:>12} {:>10}",
+    let mut table = Table::default();
+    table.row(
         "warm call, Wasm plugin (trait -> sandbox -> guest)",
         fmt(wasm_call),
-        "<= 2 µs"
+        Some(("<= 2 µs", wasm_call <= Duration::from_micros(2))),
     );
-    println!(
-        "{:<52} {:>12} {:>10}",
+    table.row(
         "bare wasmtime, same component, async call",
         fmt(bare_async),
-        ""
+        None,
     );
-    println!(
-        "{:<52} {:>11.2}x {:>10}",
-        "  ratio dax warm call / bare async call", warm_ratio, "<= 1.2x"
+    table.row(
+        "  ratio dax warm call / bare async call",
+        format!("{warm_ratio:.2}x"),
+        Some(("<= 1.2x", warm_ratio <= 1.2)),
     );
-    println!(
-        "{:<52} {:>10} B {:>10}",
-        "  future of one warm call (boxed by the trait)", future_bytes, "<= 1024 B"
+    table.row(
+        "  future of one warm call (boxed by the trait)",
+        format!("{future_bytes} B"),
+        Some(("<= 1024 B", future_bytes <= 1024)),
     );
-    println!(
-        "{:<52} {:>12} {:>10}",
+    table.row(
         "bare wasmtime, same component, sync call",
         bare_sync.map(fmt).unwrap_or_else(|| "n/a".into()),
-        ""
+        None,
     );
-    println!(
-        "{:<52} {:>12} {:>10}",
-        "same logic, native Rust trait call",
-        fmt(native_call),
-        ""
-    );
-    println!(
-        "{:<52} {:>11.0}x {:>10}",
+    table.row("same logic, native Rust trait call", fmt(native_call), None);
+    table.row(
         "  ratio Wasm / native",
-        wasm_call.as_secs_f64() / native_call.as_secs_f64(),
-        ""
+        format!(
+            "{:.0}x",
+            wasm_call.as_secs_f64() / native_call.as_secs_f64()
+        ),
+        None,
     );
-    println!(
-        "{:<52} {:>12} {:>10}",
+    table.row(
         "instantiate from InstancePre, Rust plugin",
         fmt(instantiate_rust),
-        "<= 50 µs"
+        Some(("<= 50 µs", instantiate_rust <= Duration::from_micros(50))),
     );
-    println!(
-        "{:<52} {:>12} {:>10}",
+    table.row(
         "instantiate from InstancePre, JS plugin",
         fmt(instantiate_js),
-        ""
+        None,
     );
     for (plugin, bytes, loads) in [("Rust", &rust, &rust_loads), ("JS", &js, &js_loads)] {
-        println!(
-            "{:<52} {:>12} {:>10}",
-            format!(
+        let cached_ratio = loads.cold.as_secs_f64() / loads.stamped.as_secs_f64();
+        table.row(
+            &format!(
                 "cold compile + load, {plugin} plugin ({} KiB)",
                 bytes.len() / 1024
             ),
             fmt(loads.cold),
-            ""
+            None,
         );
-        println!(
-            "{:<52} {:>12} {:>10}",
-            format!("load from compile cache, {plugin} plugin"),
+        table.row(
+            &format!("load from compile cache, {plugin} plugin"),
             fmt(loads.stamped),
-            ""
+            None,
         );
-        println!(
-            "{:<52} {:>11.0}x {:>10}",
+        table.row(
             "  ratio cold / cached",
-            loads.cold.as_secs_f64() / loads.stamped.as_secs_f64(),
-            ">= 100x"
+            format!("{cached_ratio:.0}x"),
+            Some((">= 100x", cached_ratio >= 100.0)),
         );
-        println!(
-            "{:<52} {:>12} {:>10}",
+        table.row(
             "  same, first load after a build (all bytes hashed)",
             fmt(loads.hashed),
-            ""
+            None,
         );
-        println!(
-            "{:<52} {:>11.0}x {:>10}",
+        table.row(
             "  ratio cold / hashed load",
-            loads.cold.as_secs_f64() / loads.hashed.as_secs_f64(),
-            ""
+            format!(
+                "{:.0}x",
+                loads.cold.as_secs_f64() / loads.hashed.as_secs_f64()
+            ),
+            None,
         );
-        println!(
-            "{:<52} {:>12} {:>10}",
+        table.row(
             "  new plugin host + load from compile cache",
             fmt(loads.start_up),
-            ""
+            None,
         );
     }
+    let missed = table.print();
 
     if let Some(path) = std::env::var_os("DAX_BENCH_JSON") {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -565,10 +558,55 @@ async fn main() {
             "cached_load_js_ms": ms(js_loads.stamped),
             "hashed_cached_load_js_ms": ms(js_loads.hashed),
             "pooling": host.pooling(),
+            "targets_missed": missed,
         });
         std::fs::write(&path, format!("{json:#}\n")).unwrap_or_else(|e| {
             panic!("writing DAX_BENCH_JSON {}: {e}", Path::new(&path).display())
         });
         println!("wrote {}", Path::new(&path).display());
+    }
+    if !missed.is_empty() {
+        eprintln!("plugin_host bench: missed {}", missed.join("; "));
+        std::process::exit(1);
+    }
+}
+
+/// The bench's table: a row per measurement, its target if it has one, and whether this run
+/// met it.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, String, Option<Target>)>,
+}
+
+/// A row's target as printed, and whether this run met it.
+type Target = (&'static str, bool);
+
+impl Table {
+    fn row(&mut self, label: &str, value: String, target: Option<Target>) {
+        self.rows.push((label.to_string(), value, target));
+    }
+
+    /// Print the table; the targets this run missed, as `label (value, target)`.
+    fn print(&self) -> Vec<String> {
+        println!(
+            "{:<52} {:>12} {:>10}  met",
+            "measurement", "value", "target"
+        );
+        let mut missed = Vec::new();
+        for (label, value, target) in &self.rows {
+            let (target, met) = match target {
+                Some((text, met)) => (*text, if *met { "yes" } else { "NO" }),
+                None => ("", ""),
+            };
+            println!("{label:<52} {value:>12} {target:>10}  {met}");
+            if met == "NO" {
+                missed.push(format!("{} ({value}, target {target})", label.trim()));
+            }
+        }
+        match missed.len() {
+            0 => println!("every target met"),
+            n => println!("{n} target(s) missed"),
+        }
+        missed
     }
 }

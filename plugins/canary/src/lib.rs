@@ -86,12 +86,21 @@ pub fn expand_preset(preset: &str) -> Result<Vec<ArgoStep>, String> {
         .parse()
         .ok()
         .filter(|p| (1..=99).contains(p))
-        .ok_or_else(|| format!("preset: `{preset}`: `{percent}` is not a percent in 1..=99; {help}"))?;
-    let ms = strategy_kit::params::parse_duration(duration).map_err(|e| format!("preset: `{preset}`: {e}"))?;
+        .ok_or_else(|| {
+            format!("preset: `{preset}`: `{percent}` is not a percent in 1..=99; {help}")
+        })?;
+    let ms = strategy_kit::params::parse_duration(duration)
+        .map_err(|e| format!("preset: `{preset}`: {e}"))?;
     if ms == 0 {
-        return Err(format!("preset: `{preset}`: the duration must be longer than 0s"));
+        return Err(format!(
+            "preset: `{preset}`: the duration must be longer than 0s"
+        ));
     }
-    let analysis = || ArgoStep::Analysis(InlineAnalysis { interval: Some(Duration(ms)) });
+    let analysis = || {
+        ArgoStep::Analysis(InlineAnalysis {
+            interval: Some(Duration(ms)),
+        })
+    };
     let mut steps = Vec::new();
     let mut weight = 0u8;
     while weight < 100 {

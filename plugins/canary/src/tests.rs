@@ -527,10 +527,17 @@ fn codedeploy_presets_expand_to_steps() {
     let t = sim(r#"{"threshold":1,"preset":"linear10-1m"}"#, happy);
     assert_eq!(t.weights(), vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
     let plan = describe_plan::<Canary>(r#"{"preset":"linear10-1m"}"#).unwrap();
-    assert_eq!(plan.best_case_ms, 9 * 60_000, "nine analyzed steps of 1 min, then 100%");
+    assert_eq!(
+        plan.best_case_ms,
+        9 * 60_000,
+        "nine analyzed steps of 1 min, then 100%"
+    );
     let t = sim(r#"{"threshold":1,"preset":"linear30-1s"}"#, happy);
     assert_eq!(t.weights(), vec![30, 60, 90, 100]);
-    assert_eq!(sim(r#"{"preset":"all-at-once"}"#, happy).weights(), vec![100]);
+    assert_eq!(
+        sim(r#"{"preset":"all-at-once"}"#, happy).weights(),
+        vec![100]
+    );
     for (bad, text) in [
         (r#"{"preset":"blue10-5m"}"#, "is unknown"),
         (r#"{"preset":"canary0-5m"}"#, "not a percent"),

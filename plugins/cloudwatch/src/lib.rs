@@ -60,18 +60,8 @@ mod guest {
             )
         }
         fn validate_config(config: String) -> Vec<ConfigProblem> {
-            query::config_problems(&config)
-                .into_iter()
-                .map(|(field, message)| ConfigProblem { field, message })
-                .collect()
+            problems(query::config_problems(&config))
         }
-    }
-
-    fn now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
     }
 
     /// The host's or AWS's refusal as a plugin error.
@@ -99,7 +89,7 @@ mod guest {
         fn run_query(config: String, q: Query) -> Result<Answer_, PluginError> {
             let cfg = query::parse_config(&config).map_err(PluginError::InvalidConfig)?;
             let range = matches!(q.kind, QueryKind::Range);
-            let window = query::window(now_ms(), q.window_ms, q.step_ms, range);
+            let window = query::window(dax_sdk::now_ms(), q.window_ms, q.step_ms, range);
             let slot = q
                 .vars
                 .iter()

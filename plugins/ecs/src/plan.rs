@@ -84,8 +84,16 @@ impl Config {
         }
         for (field, arn, kind) in [
             ("listener_arn", &c.listener_arn, ":listener/"),
-            ("stable_target_group_arn", &c.stable_target_group_arn, ":targetgroup/"),
-            ("candidate_target_group_arn", &c.candidate_target_group_arn, ":targetgroup/"),
+            (
+                "stable_target_group_arn",
+                &c.stable_target_group_arn,
+                ":targetgroup/",
+            ),
+            (
+                "candidate_target_group_arn",
+                &c.candidate_target_group_arn,
+                ":targetgroup/",
+            ),
         ] {
             if c.mode == Mode::Rolling && (arn.is_empty() || field != "stable_target_group_arn") {
                 // ECS's own deployment moves no traffic: only the stable target group is read.
@@ -95,10 +103,25 @@ impl Config {
                 continue;
             }
             if arn.is_empty() {
-                return Err((field.into(), format!("required with mode = \"services\": the ELBv2 {} ARN", kind.trim_matches(&[':', '/'][..]))));
+                return Err((
+                    field.into(),
+                    format!(
+                        "required with mode = \"services\": the ELBv2 {} ARN",
+                        kind.trim_matches(&[':', '/'][..])
+                    ),
+                ));
             }
-            if !arn.starts_with("arn:") || !arn.contains(":elasticloadbalancing:") || !arn.contains(kind) {
-                return Err((field.into(), format!("`{arn}` is not an ELBv2 {} ARN", kind.trim_matches(&[':', '/'][..]))));
+            if !arn.starts_with("arn:")
+                || !arn.contains(":elasticloadbalancing:")
+                || !arn.contains(kind)
+            {
+                return Err((
+                    field.into(),
+                    format!(
+                        "`{arn}` is not an ELBv2 {} ARN",
+                        kind.trim_matches(&[':', '/'][..])
+                    ),
+                ));
             }
         }
         if c.mode == Mode::Rolling {
@@ -106,14 +129,20 @@ impl Config {
                 return Err(("minimum_healthy_percent".into(), "must be 0..=100".into()));
             }
             if !(100..=400).contains(&c.maximum_percent) {
-                return Err(("maximum_percent".into(), "must be 100..=400 (ECS's range)".into()));
+                return Err((
+                    "maximum_percent".into(),
+                    "must be 100..=400 (ECS's range)".into(),
+                ));
             }
             if c.minimum_healthy_percent == 100 && c.maximum_percent == 100 {
                 return Err(("maximum_percent".into(), "with minimum_healthy_percent = 100, ECS cannot replace a task: raise maximum_percent above 100 or lower minimum_healthy_percent".into()));
             }
         }
         if c.mode == Mode::Services && c.stable_target_group_arn == c.candidate_target_group_arn {
-            return Err(("candidate_target_group_arn".into(), "must differ from stable_target_group_arn".into()));
+            return Err((
+                "candidate_target_group_arn".into(),
+                "must differ from stable_target_group_arn".into(),
+            ));
         }
         if !(1..=50000).contains(&c.ab_rule_priority) {
             return Err(("ab_rule_priority".into(), "must be 1..=50000".into()));
@@ -138,7 +167,10 @@ pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 pub fn count(v: &Value, key: &str) -> u32 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0).min(u32::MAX as u64) as u32
+    v.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(u32::MAX as u64) as u32
 }
 
 /// The version label of a task definition (empty when it was not made by dax).
@@ -173,7 +205,12 @@ const REGISTERABLE: &[&str] = &[
 ];
 
 /// A new revision of the stable task definition with the candidate's image and version label.
-pub fn new_revision(stable_td: &Value, c: &Config, image: &str, version: &str) -> Result<Value, String> {
+pub fn new_revision(
+    stable_td: &Value,
+    c: &Config,
+    image: &str,
+    version: &str,
+) -> Result<Value, String> {
     let mut body = Map::new();
     for key in REGISTERABLE {
         if let Some(v) = stable_td.get(*key) {
@@ -190,10 +227,15 @@ pub fn new_revision(stable_td: &Value, c: &Config, image: &str, version: &str) -
         Some(name) => containers
             .iter()
             .position(|d| str_of(d, "name") == name)
-            .ok_or_else(|| format!("the stable task definition has no container `{name}` (config.container)"))?,
+            .ok_or_else(|| {
+                format!("the stable task definition has no container `{name}` (config.container)")
+            })?,
         None => 0,
     };
-    let container = containers.get_mut(index).and_then(Value::as_object_mut).ok_or("the stable task definition has no container")?;
+    let container = containers
+        .get_mut(index)
+        .and_then(Value::as_object_mut)
+        .ok_or("the stable task definition has no container")?;
     container.insert("image".into(), Value::String(image.into()));
     let labels = container.entry("dockerLabels").or_insert_with(|| json!({}));
     if !labels.is_object() {
@@ -205,7 +247,13 @@ pub fn new_revision(stable_td: &Value, c: &Config, image: &str, version: &str) -
 
 /// `CreateService` of the candidate: the stable service's shape, the new revision, and the
 /// candidate target group in place of the stable one.
-pub fn candidate_service(stable: &Value, c: &Config, name: &str, task_definition: &str, replicas: u32) -> Value {
+pub fn candidate_service(
+    stable: &Value,
+    c: &Config,
+    name: &str,
+    task_definition: &str,
+    replicas: u32,
+) -> Value {
     let mut body = json!({
         "cluster": c.cluster,
         "serviceName": name,
@@ -256,7 +304,10 @@ pub fn candidate_service(stable: &Value, c: &Config, name: &str, task_definition
 pub fn rule_conditions(matches: &[RequestMatch]) -> Result<Vec<(String, String)>, String> {
     const MAX_VALUES: usize = 5;
     if matches.len() > MAX_VALUES {
-        return Err(format!("an ALB rule takes at most {MAX_VALUES} condition values; got {} matches", matches.len()));
+        return Err(format!(
+            "an ALB rule takes at most {MAX_VALUES} condition values; got {} matches",
+            matches.len()
+        ));
     }
     let mut params = Vec::new();
     for (i, m) in matches.iter().enumerate() {
@@ -278,7 +329,10 @@ pub fn rule_conditions(matches: &[RequestMatch]) -> Result<Vec<(String, String)>
         let (header, value) = match m.source {
             MatchSource::Header => (m.name.clone(), value),
             // `Cookie: a=1; name=value; b=2`: the pair anywhere in the header.
-            MatchSource::Cookie => ("Cookie".to_string(), format!("*{}={}*", m.name, value.trim_matches('*'))),
+            MatchSource::Cookie => (
+                "Cookie".to_string(),
+                format!("*{}={}*", m.name, value.trim_matches('*')),
+            ),
         };
         if value.len() > 128 || header.is_empty() || header.len() > 40 {
             return Err(format!("ALB header conditions take names up to 40 and values up to 128 characters (`{header}`)"));
@@ -292,14 +346,32 @@ pub fn rule_conditions(matches: &[RequestMatch]) -> Result<Vec<(String, String)>
 }
 
 /// Query parameters of a forward action splitting between two target groups.
-pub fn forward(prefix: &str, stable_tg: &str, stable_weight: u8, candidate_tg: &str, candidate_weight: u8) -> Vec<(String, String)> {
+pub fn forward(
+    prefix: &str,
+    stable_tg: &str,
+    stable_weight: u8,
+    candidate_tg: &str,
+    candidate_weight: u8,
+) -> Vec<(String, String)> {
     let p = format!("{prefix}.member.1.");
     vec![
         (format!("{p}Type"), "forward".into()),
-        (format!("{p}ForwardConfig.TargetGroups.member.1.TargetGroupArn"), stable_tg.into()),
-        (format!("{p}ForwardConfig.TargetGroups.member.1.Weight"), stable_weight.to_string()),
-        (format!("{p}ForwardConfig.TargetGroups.member.2.TargetGroupArn"), candidate_tg.into()),
-        (format!("{p}ForwardConfig.TargetGroups.member.2.Weight"), candidate_weight.to_string()),
+        (
+            format!("{p}ForwardConfig.TargetGroups.member.1.TargetGroupArn"),
+            stable_tg.into(),
+        ),
+        (
+            format!("{p}ForwardConfig.TargetGroups.member.1.Weight"),
+            stable_weight.to_string(),
+        ),
+        (
+            format!("{p}ForwardConfig.TargetGroups.member.2.TargetGroupArn"),
+            candidate_tg.into(),
+        ),
+        (
+            format!("{p}ForwardConfig.TargetGroups.member.2.Weight"),
+            candidate_weight.to_string(),
+        ),
     ]
 }
 
@@ -310,7 +382,11 @@ pub fn readiness(service: &Value, target_states: &[String], version: String) -> 
     let running = count(service, "runningCount");
     let pending = count(service, "pendingCount");
     let healthy = target_states.iter().filter(|s| *s == "healthy").count() as u32;
-    let ready = if target_states.is_empty() { running } else { running.min(healthy) };
+    let ready = if target_states.is_empty() {
+        running
+    } else {
+        running.min(healthy)
+    };
     let updated = service
         .get("deployments")
         .and_then(Value::as_array)
@@ -320,9 +396,15 @@ pub fn readiness(service: &Value, target_states: &[String], version: String) -> 
         .map(|d| count(d, "runningCount"))
         .filter(|n| *n > 0)
         .unwrap_or(running);
-    let mut message = format!("{}: {running}/{desired} running, {pending} pending", str_of(service, "serviceName"));
+    let mut message = format!(
+        "{}: {running}/{desired} running, {pending} pending",
+        str_of(service, "serviceName")
+    );
     if !target_states.is_empty() {
-        message.push_str(&format!(", {healthy}/{} targets healthy", target_states.len()));
+        message.push_str(&format!(
+            ", {healthy}/{} targets healthy",
+            target_states.len()
+        ));
     }
     let rollout = service
         .get("deployments")
@@ -335,7 +417,13 @@ pub fn readiness(service: &Value, target_states: &[String], version: String) -> 
     if rollout == "FAILED" {
         message.push_str(", ECS rollout FAILED (circuit breaker)");
     }
-    WorkloadStatus { desired, ready, updated: updated.min(desired), version, message }
+    WorkloadStatus {
+        desired,
+        ready,
+        updated: updated.min(desired),
+        version,
+        message,
+    }
 }
 
 /// Tags on the stable service that remember a rolling rollout (mode = "rolling"): the
@@ -357,7 +445,12 @@ pub fn tag_of<'a>(service: &'a Value, key: &str) -> &'a str {
 }
 
 /// `UpdateService` onto `task_definition` through ECS's rolling deployment.
-pub fn rolling_update(c: &Config, service: &str, task_definition: &str, desired: Option<u32>) -> Value {
+pub fn rolling_update(
+    c: &Config,
+    service: &str,
+    task_definition: &str,
+    desired: Option<u32>,
+) -> Value {
     let mut body = json!({
         "cluster": c.cluster,
         "service": service,
@@ -379,16 +472,24 @@ pub fn rolling_update(c: &Config, service: &str, task_definition: &str, desired:
 /// tasks, counted ready only once ECS says the rollout COMPLETED (all new tasks healthy, old
 /// ones drained), bounded by healthy targets. Without a deployment for that revision (the
 /// `EXTERNAL` controller, or moto, which starts none on UpdateService) the service's counts.
-pub fn rolling_readiness(service: &Value, task_definition: &str, target_states: &[String], version: String) -> WorkloadStatus {
+pub fn rolling_readiness(
+    service: &Value,
+    task_definition: &str,
+    target_states: &[String],
+    version: String,
+) -> WorkloadStatus {
     let primary = service
         .get("deployments")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .find(|d| str_of(d, "status") == "PRIMARY" && str_of(d, "taskDefinition") == task_definition);
+        .find(|d| {
+            str_of(d, "status") == "PRIMARY" && str_of(d, "taskDefinition") == task_definition
+        });
     let Some(d) = primary else {
         let mut s = readiness(service, target_states, version);
-        s.message.push_str(" (no ECS deployment of this revision listed: the service's counts)");
+        s.message
+            .push_str(" (no ECS deployment of this revision listed: the service's counts)");
         return s;
     };
     let desired = count(d, "desiredCount");
@@ -409,12 +510,25 @@ pub fn rolling_readiness(service: &Value, task_definition: &str, target_states: 
         str_of(service, "serviceName"),
         str_of(d, "id"),
         count(d, "pendingCount"),
-        if state.is_empty() { "state not reported" } else { state }
+        if state.is_empty() {
+            "state not reported"
+        } else {
+            state
+        }
     );
     if state == "FAILED" {
-        message.push_str(&format!(" (circuit breaker: {})", str_of(d, "rolloutStateReason")));
+        message.push_str(&format!(
+            " (circuit breaker: {})",
+            str_of(d, "rolloutStateReason")
+        ));
     }
-    WorkloadStatus { desired, ready, updated: ready.min(desired), version, message }
+    WorkloadStatus {
+        desired,
+        ready,
+        updated: ready.min(desired),
+        version,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -438,7 +552,10 @@ mod tests {
     #[test]
     fn config_is_checked() {
         let bad = json!({"cluster": "prod", "listener_arn": "x", "stable_target_group_arn": "y", "candidate_target_group_arn": "z"});
-        assert_eq!(Config::parse(&bad.to_string()).unwrap_err().0, "listener_arn");
+        assert_eq!(
+            Config::parse(&bad.to_string()).unwrap_err().0,
+            "listener_arn"
+        );
         assert!(Config::parse(r#"{"cluster":"p","typo":1}"#).is_err());
     }
 
@@ -448,14 +565,23 @@ mod tests {
             "containerDefinitions": [{"name": "sidecar", "image": "envoy"}, {"name": "app", "image": "web:1", "dockerLabels": {"team": "a"}}],
             "requiresCompatibilities": ["FARGATE"], "cpu": "256", "memory": "512", "networkMode": "awsvpc"});
         let r = new_revision(&td, &config(), "web:2", "v2").unwrap();
-        assert!(r.get("revision").is_none() && r.get("taskDefinitionArn").is_none() && r.get("status").is_none());
+        assert!(
+            r.get("revision").is_none()
+                && r.get("taskDefinitionArn").is_none()
+                && r.get("status").is_none()
+        );
         assert_eq!(r["containerDefinitions"][0]["image"], "envoy");
         assert_eq!(r["containerDefinitions"][1]["image"], "web:2");
-        assert_eq!(r["containerDefinitions"][1]["dockerLabels"], json!({"team": "a", "dax.version": "v2"}));
+        assert_eq!(
+            r["containerDefinitions"][1]["dockerLabels"],
+            json!({"team": "a", "dax.version": "v2"})
+        );
         assert_eq!(version_of(&r), "v2");
         let mut c = config();
         c.container = Some("nope".into());
-        assert!(new_revision(&td, &c, "web:2", "v2").unwrap_err().contains("config.container"));
+        assert!(new_revision(&td, &c, "web:2", "v2")
+            .unwrap_err()
+            .contains("config.container"));
     }
 
     #[test]
@@ -464,54 +590,112 @@ mod tests {
             "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["s1"]}},
             "loadBalancers": [{"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/blue/1", "containerName": "app", "containerPort": 8080}]});
         let s = candidate_service(&stable, &config(), "web-candidate", "arn:td:4", 2);
-        assert_eq!(s["loadBalancers"][0]["targetGroupArn"], "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/green/2");
+        assert_eq!(
+            s["loadBalancers"][0]["targetGroupArn"],
+            "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/green/2"
+        );
         assert_eq!(s["loadBalancers"][0]["containerPort"], 8080);
         assert_eq!(s["desiredCount"], 2);
-        assert_eq!(s["networkConfiguration"]["awsvpcConfiguration"]["subnets"][0], "s1");
+        assert_eq!(
+            s["networkConfiguration"]["awsvpcConfiguration"]["subnets"][0],
+            "s1"
+        );
     }
 
     #[test]
     fn ab_matches_become_header_conditions() {
-        let m = |source, name: &str, value| RequestMatch { source, name: name.into(), value };
+        let m = |source, name: &str, value| RequestMatch {
+            source,
+            name: name.into(),
+            value,
+        };
         let p = rule_conditions(&[
-            m(MatchSource::Header, "x-canary", StringMatch::Exact("always".into())),
+            m(
+                MatchSource::Header,
+                "x-canary",
+                StringMatch::Exact("always".into()),
+            ),
             m(MatchSource::Cookie, "beta", StringMatch::Exact("1".into())),
-            m(MatchSource::Header, "user-agent", StringMatch::Prefix("Mozilla".into())),
+            m(
+                MatchSource::Header,
+                "user-agent",
+                StringMatch::Prefix("Mozilla".into()),
+            ),
         ])
         .unwrap();
-        assert!(p.contains(&("Conditions.member.1.HttpHeaderConfig.HttpHeaderName".into(), "x-canary".into())));
-        assert!(p.contains(&("Conditions.member.2.HttpHeaderConfig.Values.member.1".into(), "*beta=1*".into())));
-        assert!(p.contains(&("Conditions.member.3.HttpHeaderConfig.Values.member.1".into(), "Mozilla*".into())));
-        assert!(rule_conditions(&[m(MatchSource::Header, "x", StringMatch::Regex("a.*".into()))]).unwrap_err().contains("not regular expressions"));
-        assert!(rule_conditions(&[m(MatchSource::Header, "x", StringMatch::Exact("a*".into()))]).is_err());
+        assert!(p.contains(&(
+            "Conditions.member.1.HttpHeaderConfig.HttpHeaderName".into(),
+            "x-canary".into()
+        )));
+        assert!(p.contains(&(
+            "Conditions.member.2.HttpHeaderConfig.Values.member.1".into(),
+            "*beta=1*".into()
+        )));
+        assert!(p.contains(&(
+            "Conditions.member.3.HttpHeaderConfig.Values.member.1".into(),
+            "Mozilla*".into()
+        )));
+        assert!(rule_conditions(&[m(
+            MatchSource::Header,
+            "x",
+            StringMatch::Regex("a.*".into())
+        )])
+        .unwrap_err()
+        .contains("not regular expressions"));
+        assert!(
+            rule_conditions(&[m(MatchSource::Header, "x", StringMatch::Exact("a*".into()))])
+                .is_err()
+        );
     }
 
     #[test]
     fn readiness_counts_running_tasks_bounded_by_healthy_targets() {
-        let svc = json!({"serviceName": "web", "desiredCount": 3, "runningCount": 3, "pendingCount": 0});
+        let svc =
+            json!({"serviceName": "web", "desiredCount": 3, "runningCount": 3, "pendingCount": 0});
         assert_eq!(readiness(&svc, &[], "v2".into()).ready, 3);
         let states = vec!["healthy".to_string(), "unhealthy".into(), "initial".into()];
         let s = readiness(&svc, &states, "v2".into());
         assert_eq!((s.desired, s.ready), (3, 1));
         assert!(s.message.contains("1/3 targets healthy"), "{}", s.message);
-        let never = json!({"serviceName": "web", "desiredCount": 2, "runningCount": 0, "pendingCount": 2});
+        let never =
+            json!({"serviceName": "web", "desiredCount": 2, "runningCount": 0, "pendingCount": 2});
         assert_eq!(readiness(&never, &[], String::new()).ready, 0);
     }
 
     #[test]
     fn rolling_mode_needs_no_listener_and_checks_percents() {
         let c = Config::parse(r#"{"mode":"rolling","cluster":"prod"}"#).unwrap();
-        assert_eq!((c.mode, c.minimum_healthy_percent, c.maximum_percent, c.circuit_breaker), (Mode::Rolling, 100, 200, true));
+        assert_eq!(
+            (
+                c.mode,
+                c.minimum_healthy_percent,
+                c.maximum_percent,
+                c.circuit_breaker
+            ),
+            (Mode::Rolling, 100, 200, true)
+        );
         let err = Config::parse(r#"{"mode":"rolling","cluster":"prod","listener_arn":"arn:aws:elasticloadbalancing:us-east-1:1:listener/app/web/1/2"}"#).unwrap_err();
         assert_eq!(err.0, "listener_arn");
-        let err = Config::parse(r#"{"mode":"rolling","cluster":"prod","maximum_percent":100}"#).unwrap_err();
+        let err = Config::parse(r#"{"mode":"rolling","cluster":"prod","maximum_percent":100}"#)
+            .unwrap_err();
         assert!(err.1.contains("cannot replace a task"), "{err:?}");
-        assert_eq!(Config::parse(r#"{"cluster":"prod"}"#).unwrap_err().0, "listener_arn");
+        assert_eq!(
+            Config::parse(r#"{"cluster":"prod"}"#).unwrap_err().0,
+            "listener_arn"
+        );
         let body = rolling_update(&c, "web", "arn:td:4", Some(3));
-        assert_eq!(body["deploymentConfiguration"]["deploymentCircuitBreaker"], json!({"enable": true, "rollback": false}));
-        assert_eq!((body["desiredCount"].clone(), body["taskDefinition"].clone()), (json!(3), json!("arn:td:4")));
+        assert_eq!(
+            body["deploymentConfiguration"]["deploymentCircuitBreaker"],
+            json!({"enable": true, "rollback": false})
+        );
+        assert_eq!(
+            (body["desiredCount"].clone(), body["taskDefinition"].clone()),
+            (json!(3), json!("arn:td:4"))
+        );
         // A zero count (a strategy that deploys at 0 and scales) keeps the service's count.
-        assert!(rolling_update(&c, "web", "arn:td:4", Some(0)).get("desiredCount").is_none());
+        assert!(rolling_update(&c, "web", "arn:td:4", Some(0))
+            .get("desiredCount")
+            .is_none());
     }
 
     /// What moto cannot show (it starts no deployment on UpdateService): ECS's rollout states.
@@ -526,14 +710,30 @@ mod tests {
         };
         assert_eq!(tag_of(&svc("", 0), CANDIDATE_TAG), "td:2");
         let s = rolling_readiness(&svc("IN_PROGRESS", 3), "td:2", &[], "v2".into());
-        assert_eq!((s.desired, s.ready), (3, 2), "all running but not COMPLETED is not ready: {s:?}");
+        assert_eq!(
+            (s.desired, s.ready),
+            (3, 2),
+            "all running but not COMPLETED is not ready: {s:?}"
+        );
         let s = rolling_readiness(&svc("COMPLETED", 3), "td:2", &[], "v2".into());
         assert_eq!((s.desired, s.ready), (3, 3), "{s:?}");
-        let states = vec!["healthy".to_string(), "healthy".into(), "draining".into(), "initial".into()];
-        assert_eq!(rolling_readiness(&svc("COMPLETED", 3), "td:2", &states, "v2".into()).ready, 2);
+        let states = vec![
+            "healthy".to_string(),
+            "healthy".into(),
+            "draining".into(),
+            "initial".into(),
+        ];
+        assert_eq!(
+            rolling_readiness(&svc("COMPLETED", 3), "td:2", &states, "v2".into()).ready,
+            2
+        );
         let s = rolling_readiness(&svc("FAILED", 1), "td:2", &[], "v2".into());
         assert_eq!(s.ready, 0);
-        assert!(s.message.contains("circuit breaker: tasks failed to start"), "{}", s.message);
+        assert!(
+            s.message.contains("circuit breaker: tasks failed to start"),
+            "{}",
+            s.message
+        );
         // No deployment of that revision listed (moto): the service's counts.
         let s = rolling_readiness(&svc("COMPLETED", 3), "td:9", &[], "v9".into());
         assert!(s.message.contains("the service's counts"), "{}", s.message);
@@ -543,7 +743,10 @@ mod tests {
     #[test]
     fn weights_go_into_one_forward_action() {
         let p = forward("DefaultActions", "A", 90, "B", 10);
-        assert_eq!(p[0], ("DefaultActions.member.1.Type".into(), "forward".into()));
+        assert_eq!(
+            p[0],
+            ("DefaultActions.member.1.Type".into(), "forward".into())
+        );
         assert_eq!(p[2].1, "90");
         assert_eq!(p[4].1, "10");
     }

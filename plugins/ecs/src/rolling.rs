@@ -25,8 +25,12 @@ pub fn traffic_support() -> TrafficSupport {
 }
 
 fn stable(api: &Api, app: &str, c: &Config) -> Result<serde_json::Value, PluginError> {
-    api.service_with_tags(app)?
-        .ok_or_else(|| PluginError::NotFound(format!("no ECS service `{app}` in cluster `{}`: create the service first", c.cluster)))
+    api.service_with_tags(app)?.ok_or_else(|| {
+        PluginError::NotFound(format!(
+            "no ECS service `{app}` in cluster `{}`: create the service first",
+            c.cluster
+        ))
+    })
 }
 
 pub fn deploy(c: &Config, w: &Workload) -> Result<(), PluginError> {
@@ -38,11 +42,20 @@ pub fn deploy(c: &Config, w: &Workload) -> Result<(), PluginError> {
     if plan::version_of(&td) == w.version {
         return Ok(());
     }
-    let register = plan::new_revision(&td, c, &w.artifact, &w.version).map_err(PluginError::InvalidInput)?;
+    let register =
+        plan::new_revision(&td, c, &w.artifact, &w.version).map_err(PluginError::InvalidInput)?;
     let candidate = api.register_task_definition(&register)?;
     // Tags first: a restart between the two calls then finds what to roll back to.
-    api.tag(plan::str_of(&service, "serviceArn"), &[(PREVIOUS_TAG, &current), (CANDIDATE_TAG, &candidate)])?;
-    api.update_service_with(plan::rolling_update(c, &w.app, &candidate, Some(w.replicas)))
+    api.tag(
+        plan::str_of(&service, "serviceArn"),
+        &[(PREVIOUS_TAG, &current), (CANDIDATE_TAG, &candidate)],
+    )?;
+    api.update_service_with(plan::rolling_update(
+        c,
+        &w.app,
+        &candidate,
+        Some(w.replicas),
+    ))
 }
 
 pub fn set_traffic(split: &TrafficSplit) -> Result<(), PluginError> {
@@ -57,11 +70,21 @@ pub fn set_traffic(split: &TrafficSplit) -> Result<(), PluginError> {
 pub fn status(c: &Config, app: &str, which: Slot) -> Result<WorkloadStatus, PluginError> {
     let api = Api::new(c);
     let Some(service) = api.service_with_tags(app)? else {
-        return Ok(WorkloadStatus { desired: 0, ready: 0, updated: 0, version: String::new(), message: format!("no service {app}") });
+        return Ok(WorkloadStatus {
+            desired: 0,
+            ready: 0,
+            updated: 0,
+            version: String::new(),
+            message: format!("no service {app}"),
+        });
     };
     let current = plan::str_of(&service, "taskDefinition");
     let rolling_out = plan::tag_of(&service, CANDIDATE_TAG) == current && !current.is_empty();
-    let health = if c.stable_target_group_arn.is_empty() { Vec::new() } else { api.target_health(&c.stable_target_group_arn)? };
+    let health = if c.stable_target_group_arn.is_empty() {
+        Vec::new()
+    } else {
+        api.target_health(&c.stable_target_group_arn)?
+    };
     match which {
         Slot::Candidate if rolling_out => {
             let version = plan::version_of(&api.task_definition(current)?);
@@ -76,7 +99,11 @@ pub fn status(c: &Config, app: &str, which: Slot) -> Result<WorkloadStatus, Plug
         }),
         Slot::Stable => {
             // While rolling out, the stable version is the one being replaced.
-            let of = if rolling_out { plan::tag_of(&service, PREVIOUS_TAG) } else { current };
+            let of = if rolling_out {
+                plan::tag_of(&service, PREVIOUS_TAG)
+            } else {
+                current
+            };
             let version = plan::version_of(&api.task_definition(of)?);
             Ok(plan::readiness(&service, &health, version))
         }
@@ -97,7 +124,10 @@ pub fn rollback(c: &Config, app: &str) -> Result<(), PluginError> {
     let service = stable(&api, app, c)?;
     let current = plan::str_of(&service, "taskDefinition");
     let previous = plan::tag_of(&service, PREVIOUS_TAG);
-    if plan::tag_of(&service, CANDIDATE_TAG) == current && !current.is_empty() && !previous.is_empty() {
+    if plan::tag_of(&service, CANDIDATE_TAG) == current
+        && !current.is_empty()
+        && !previous.is_empty()
+    {
         api.update_service_with(plan::rolling_update(c, app, previous, None))?;
     }
     if !plan::tag_of(&service, CANDIDATE_TAG).is_empty() {

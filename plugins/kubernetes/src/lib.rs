@@ -67,10 +67,7 @@ mod guest {
             )
         }
         fn validate_config(config: String) -> Vec<ConfigProblem> {
-            config::problems(&config)
-                .into_iter()
-                .map(|(field, message)| ConfigProblem { field, message })
-                .collect()
+            problems(config::problems(&config))
         }
     }
 

@@ -360,21 +360,12 @@ pub fn restore_primary(primary: &Value) -> Option<Value> {
     let annotations = &primary["metadata"]["annotations"];
     annotations.get(PROMOTING)?;
     let template: Value = serde_json::from_str(annotations[PREVIOUS_TEMPLATE].as_str()?).ok()?;
-    let mut spec = json!({
-        "replicas": primary["spec"]["replicas"].clone(),
-        "selector": primary["spec"]["selector"].clone(),
-        "template": template,
-    });
-    for key in [
-        "strategy",
-        "minReadySeconds",
-        "progressDeadlineSeconds",
-        "revisionHistoryLimit",
-    ] {
-        if let Some(v) = primary["spec"].get(key) {
-            spec[key] = v.clone();
-        }
-    }
+    let spec = workload::deployment_spec(
+        primary["spec"]["replicas"].clone(),
+        primary["spec"]["selector"].clone(),
+        template,
+        primary,
+    );
     Some(json!({
         "apiVersion": DEPLOYMENT.api_version,
         "kind": DEPLOYMENT.kind,

@@ -105,6 +105,27 @@ pub fn version_of(deployment: &Value, container: Option<&str>) -> String {
         .to_string()
 }
 
+/// A Deployment spec of `replicas`, `selector` and `template`, with the rollout settings of
+/// `from` carried over (the app's, so the primary rolls out as the app was set to).
+pub fn deployment_spec(replicas: Value, selector: Value, template: Value, from: &Value) -> Value {
+    let mut spec = json!({
+        "replicas": replicas,
+        "selector": selector,
+        "template": template,
+    });
+    for key in [
+        "strategy",
+        "minReadySeconds",
+        "progressDeadlineSeconds",
+        "revisionHistoryLimit",
+    ] {
+        if let Some(v) = from["spec"].get(key) {
+            spec[key] = v.clone();
+        }
+    }
+    spec
+}
+
 /// `<app>-primary` running `template` (a candidate's or the app's pod template; its
 /// selector label is rewritten here), with the app's rollout settings.
 pub fn primary_deployment(
@@ -127,21 +148,12 @@ pub fn primary_deployment(
     for (k, v) in &labels {
         pod_labels[k] = v.clone();
     }
-    let mut spec = json!({
-        "replicas": replicas,
-        "selector": { "matchLabels": labels },
-        "template": template,
-    });
-    for key in [
-        "strategy",
-        "minReadySeconds",
-        "progressDeadlineSeconds",
-        "revisionHistoryLimit",
-    ] {
-        if let Some(v) = source["spec"].get(key) {
-            spec[key] = v.clone();
-        }
-    }
+    let spec = deployment_spec(
+        json!(replicas),
+        json!({ "matchLabels": labels }),
+        template,
+        source,
+    );
     Ok(json!({
         "apiVersion": DEPLOYMENT.api_version,
         "kind": DEPLOYMENT.kind,

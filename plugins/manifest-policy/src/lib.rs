@@ -34,22 +34,13 @@ mod guest {
             )
         }
         fn validate_config(config: String) -> Vec<ConfigProblem> {
-            policy::config_problems(&config)
-                .into_iter()
-                .map(|(field, message)| ConfigProblem { field, message })
-                .collect()
+            problems(policy::config_problems(&config))
         }
     }
 
     impl Guest for ManifestPolicy {
         fn scan(config: String, a: Artifact) -> Result<Report, PluginError> {
-            if let Some((field, message)) = policy::config_problems(&config).into_iter().next() {
-                return Err(PluginError::InvalidConfig(if field.is_empty() {
-                    message
-                } else {
-                    format!("{field}: {message}")
-                }));
-            }
+            refuse_if_invalid(policy::config_problems(&config))?;
             let cfg: policy::Config = parse_config(&config)?;
             if a.manifests.is_empty() {
                 log::warn("no manifests to check: the target gave none for this artifact");

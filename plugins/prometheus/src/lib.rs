@@ -70,29 +70,13 @@ mod guest {
             )
         }
         fn validate_config(config: String) -> Vec<ConfigProblem> {
-            config_problems(&config)
-                .into_iter()
-                .map(|(field, message)| ConfigProblem { field, message })
-                .collect()
+            problems(config_problems(&config))
         }
-    }
-
-    fn now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
     }
 
     impl Guest for Prometheus {
         fn run_query(config: String, q: Query) -> Result<Answer, PluginError> {
-            if let Some((field, message)) = config_problems(&config).into_iter().next() {
-                return Err(PluginError::InvalidConfig(if field.is_empty() {
-                    message
-                } else {
-                    format!("{field}: {message}")
-                }));
-            }
+            refuse_if_invalid(config_problems(&config))?;
             let cfg: Config = parse_config(&config)?;
             let address = cfg.address.trim().trim_end_matches('/').to_string();
             let to_plugin_error = |e: PromError| match e {
@@ -104,9 +88,9 @@ mod guest {
                 .map_err(to_plugin_error)?;
             let range = matches!(q.kind, QueryKind::Range);
             let url = if range {
-                prom::range_url(&address, &promql, now_ms(), q.window_ms, q.step_ms)
+                prom::range_url(&address, &promql, dax_sdk::now_ms(), q.window_ms, q.step_ms)
             } else {
-                prom::instant_url(&address, &promql, now_ms())
+                prom::instant_url(&address, &promql, dax_sdk::now_ms())
             };
             log::debug(&format!("GET {url}"));
             let resp = dax_sdk::http::get(&url, &[("accept", "application/json")]).map_err(|e| {

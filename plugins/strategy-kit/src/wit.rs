@@ -159,10 +159,7 @@ macro_rules! strategy_plugin {
                 )
             }
             fn validate_config(config: String) -> Vec<dax_sdk::strategy::ConfigProblem> {
-                $crate::machine::validate::<$spec>(&config)
-                    .into_iter()
-                    .map(|(field, message)| dax_sdk::strategy::ConfigProblem { field, message })
-                    .collect()
+                dax_sdk::strategy::problems($crate::machine::validate::<$spec>(&config))
             }
         }
 

@@ -75,10 +75,7 @@ mod guest {
             )
         }
         fn validate_config(config: String) -> Vec<ConfigProblem> {
-            config_problems(&config)
-                .into_iter()
-                .map(|(field, message)| ConfigProblem { field, message })
-                .collect()
+            problems(config_problems(&config))
         }
     }
 
@@ -122,13 +119,7 @@ mod guest {
 
     impl Guest for Trivy {
         fn scan(config: String, a: Artifact) -> Result<Report, PluginError> {
-            if let Some((field, message)) = config_problems(&config).into_iter().next() {
-                return Err(PluginError::InvalidConfig(if field.is_empty() {
-                    message
-                } else {
-                    format!("{field}: {message}")
-                }));
-            }
+            refuse_if_invalid(config_problems(&config))?;
             let cfg: Config = parse_config(&config)?;
             let (text, origin) = match (&cfg.report, &cfg.report_url) {
                 (Some(path), _) => (read_file(path)?, path.clone()),

@@ -6,7 +6,13 @@ struct Hello;
 
 impl PluginGuest for Hello {
     fn describe() -> PluginInfo {
-        info("hello-metrics", "0.1.0", PluginRole::MetricProvider, "Echoes numbers in queries", "{}")
+        info(
+            "hello-metrics",
+            "0.1.0",
+            PluginRole::MetricProvider,
+            "Echoes numbers in queries",
+            "{}",
+        )
     }
     fn validate_config(_config: String) -> Vec<ConfigProblem> {
         Vec::new()
@@ -16,14 +22,21 @@ impl PluginGuest for Hello {
 impl Guest for Hello {
     fn run_query(_config: String, q: Query) -> Result<Answer, PluginError> {
         if let Some(v) = q.text.strip_prefix("value:") {
-            return v.trim().parse().map(Answer::Value).map_err(|_| PluginError::InvalidInput(format!("not a number: {v}")));
+            return v
+                .trim()
+                .parse()
+                .map(Answer::Value)
+                .map_err(|_| PluginError::InvalidInput(format!("not a number: {v}")));
         }
         if let Some(list) = q.text.strip_prefix("series:") {
             log::info(&format!("series query {}", q.text));
             let samples = list
                 .split(',')
                 .enumerate()
-                .map(|(i, v)| Sample { timestamp_ms: i as u64 * 1000, value: v.trim().parse().unwrap_or(f64::NAN) })
+                .map(|(i, v)| Sample {
+                    timestamp_ms: i as u64 * 1000,
+                    value: v.trim().parse().unwrap_or(f64::NAN),
+                })
                 .collect();
             return Ok(Answer::Series(samples));
         }

@@ -5,7 +5,13 @@ struct Hello;
 
 impl PluginGuest for Hello {
     fn describe() -> PluginInfo {
-        info("hello-scanner", "0.1.0", PluginRole::Scanner, "Reports one finding", "{}")
+        info(
+            "hello-scanner",
+            "0.1.0",
+            PluginRole::Scanner,
+            "Reports one finding",
+            "{}",
+        )
     }
     fn validate_config(_config: String) -> Vec<ConfigProblem> {
         Vec::new()

@@ -5,11 +5,20 @@ struct Hello;
 
 impl PluginGuest for Hello {
     fn describe() -> PluginInfo {
-        info("hello-target", "0.1.0", PluginRole::Target, "Accepts every call", "{}")
+        info(
+            "hello-target",
+            "0.1.0",
+            PluginRole::Target,
+            "Accepts every call",
+            "{}",
+        )
     }
     fn validate_config(config: String) -> Vec<ConfigProblem> {
         if config.contains("\"bad\"") {
-            vec![ConfigProblem { field: "bad".into(), message: "`bad` is not allowed".into() }]
+            vec![ConfigProblem {
+                field: "bad".into(),
+                message: "`bad` is not allowed".into(),
+            }]
         } else {
             Vec::new()
         }
@@ -25,7 +34,13 @@ impl Guest for Hello {
     }
     fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
         // Accepts any split (it routes nothing).
-        Ok(TrafficSupport { weights: true, header_matches: true, cookie_matches: true, mirroring: true, note: String::new() })
+        Ok(TrafficSupport {
+            weights: true,
+            header_matches: true,
+            cookie_matches: true,
+            mirroring: true,
+            note: String::new(),
+        })
     }
     fn set_traffic(_config: String, _app: String, split: TrafficSplit) -> Result<(), PluginError> {
         if split.candidate_weight > 100 {
@@ -33,7 +48,12 @@ impl Guest for Hello {
         }
         Ok(())
     }
-    fn scale(_config: String, _app: String, _which: Slot, _replicas: u32) -> Result<(), PluginError> {
+    fn scale(
+        _config: String,
+        _app: String,
+        _which: Slot,
+        _replicas: u32,
+    ) -> Result<(), PluginError> {
         Ok(())
     }
     fn status(_config: String, app: String, which: Slot) -> Result<WorkloadStatus, PluginError> {
@@ -41,7 +61,14 @@ impl Guest for Hello {
             desired: 2,
             ready: 2,
             updated: 2,
-            version: format!("{app}-{}", if which == Slot::Stable { "stable" } else { "candidate" }),
+            version: format!(
+                "{app}-{}",
+                if which == Slot::Stable {
+                    "stable"
+                } else {
+                    "candidate"
+                }
+            ),
             message: String::new(),
         })
     }

@@ -35,11 +35,17 @@ fn seeds() -> &'static Vec<String> {
             };
             let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
             files.sort();
-            for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
+            for f in files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "json"))
+            {
                 out.push(std::fs::read_to_string(f).unwrap());
             }
         }
-        assert!(out.len() >= 5, "seed corpus tests/fuzz/corpus/trivy is missing");
+        assert!(
+            out.len() >= 5,
+            "seed corpus tests/fuzz/corpus/trivy is missing"
+        );
         out
     })
 }

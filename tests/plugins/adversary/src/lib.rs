@@ -25,7 +25,13 @@ impl PluginGuest for Adversary {
         } else if attack == "forge" {
             println!("{FORGED}");
         }
-        info("adversary", "0.1.0", PluginRole::MetricProvider, &description, "{}")
+        info(
+            "adversary",
+            "0.1.0",
+            PluginRole::MetricProvider,
+            &description,
+            "{}",
+        )
     }
     fn validate_config(config: String) -> Vec<ConfigProblem> {
         let attack = config
@@ -35,11 +41,19 @@ impl PluginGuest for Adversary {
             .unwrap_or("");
         if let Some(n) = attack.strip_prefix("problems:") {
             let n: usize = n.parse().unwrap_or(0);
-            return (0..n).map(|_| ConfigProblem { field: String::new(), message: String::new() }).collect();
+            return (0..n)
+                .map(|_| ConfigProblem {
+                    field: String::new(),
+                    message: String::new(),
+                })
+                .collect();
         }
         if let Some(n) = attack.strip_prefix("problem-bytes:") {
             let n: usize = n.parse().unwrap_or(0);
-            return vec![ConfigProblem { field: "x".into(), message: "m".repeat(n) }];
+            return vec![ConfigProblem {
+                field: "x".into(),
+                message: "m".repeat(n),
+            }];
         }
         if attack == "sleep" {
             std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -82,11 +96,19 @@ impl Guest for Adversary {
         }
         if text == "env" {
             let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-            return Ok(Answer::NoData(format!("env has {} vars: {}", vars.len(), vars.join(","))));
+            return Ok(Answer::NoData(format!(
+                "env has {} vars: {}",
+                vars.len(),
+                vars.join(",")
+            )));
         }
         if let Some(url) = text.strip_prefix("http:") {
             return match dax_sdk::http::get(url, &[]) {
-                Ok(r) => Ok(Answer::NoData(format!("status {} body {}", r.status, r.text()))),
+                Ok(r) => Ok(Answer::NoData(format!(
+                    "status {} body {}",
+                    r.status,
+                    r.text()
+                ))),
                 Err(e) => Err(PluginError::Unavailable(e)),
             };
         }
@@ -121,17 +143,21 @@ impl Guest for Adversary {
             return out
                 .symlink_at(target, link)
                 .map(|_| Answer::Value(5.0))
-                .map_err(|e| PluginError::Unavailable(format!("symlink {link} -> {target}: {e:?}")));
+                .map_err(|e| {
+                    PluginError::Unavailable(format!("symlink {link} -> {target}: {e:?}"))
+                });
         }
         if let Some(spec) = text.strip_prefix("fill:") {
             let (path, n) = spec.rsplit_once(':').unwrap_or((spec, "0"));
             let n: usize = n.parse().unwrap_or(0);
-            let mut file = std::fs::File::create(path).map_err(|e| PluginError::Unavailable(format!("create {path}: {e}")))?;
+            let mut file = std::fs::File::create(path)
+                .map_err(|e| PluginError::Unavailable(format!("create {path}: {e}")))?;
             let chunk = vec![b'z'; 1 << 20];
             let mut written = 0;
             while written < n {
                 let len = chunk.len().min(n - written);
-                file.write_all(&chunk[..len]).map_err(|e| PluginError::Unavailable(format!("write {path}: {e}")))?;
+                file.write_all(&chunk[..len])
+                    .map_err(|e| PluginError::Unavailable(format!("write {path}: {e}")))?;
                 let _ = file.flush();
                 written += len;
             }
@@ -141,7 +167,9 @@ impl Guest for Adversary {
             let n: usize = n.parse().unwrap_or(0);
             return Ok(Answer::NoData("x".repeat(n)));
         }
-        Err(PluginError::InvalidInput(format!("unknown attack `{text}`")))
+        Err(PluginError::InvalidInput(format!(
+            "unknown attack `{text}`"
+        )))
     }
 }
 

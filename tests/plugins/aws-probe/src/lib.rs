@@ -50,19 +50,34 @@ fn run(call: Call) -> String {
     }
     let body = match (call.json, call.query) {
         (Some(j), _) => Protocol::Json(JsonBody {
-            target_prefix: call.target_prefix.unwrap_or_else(|| "AmazonEC2ContainerServiceV20141113".into()),
+            target_prefix: call
+                .target_prefix
+                .unwrap_or_else(|| "AmazonEC2ContainerServiceV20141113".into()),
             json_version: "1.1".into(),
             body: match j {
                 Value::String(s) => s,
                 other => other.to_string(),
             },
         }),
-        (None, Some(q)) => Protocol::Query(QueryBody { version: q.version, params: q.params }),
-        (None, None) => return json!({ "err": "probe", "message": "give json or query" }).to_string(),
+        (None, Some(q)) => Protocol::Query(QueryBody {
+            version: q.version,
+            params: q.params,
+        }),
+        (None, None) => {
+            return json!({ "err": "probe", "message": "give json or query" }).to_string()
+        }
     };
-    let request = AwsRequest { service: call.service, action: call.action, region: call.region, body };
+    let request = AwsRequest {
+        service: call.service,
+        action: call.action,
+        region: call.region,
+        body,
+    };
     match aws::call(&request) {
-        Ok(r) => json!({ "ok": { "status": r.status, "body": r.body, "request_id": r.request_id } }).to_string(),
+        Ok(r) => {
+            json!({ "ok": { "status": r.status, "body": r.body, "request_id": r.request_id } })
+                .to_string()
+        }
         Err(e) => {
             let (variant, code, message) = match e {
                 AwsError::Denied(m) => ("denied", String::new(), m),
@@ -78,7 +93,13 @@ fn run(call: Call) -> String {
 
 impl PluginGuest for Probe {
     fn describe() -> PluginInfo {
-        info("aws-probe", "0.1.0", PluginRole::Target, "Makes the AWS calls a test scripts", "{}")
+        info(
+            "aws-probe",
+            "0.1.0",
+            PluginRole::Target,
+            "Makes the AWS calls a test scripts",
+            "{}",
+        )
     }
     fn validate_config(_config: String) -> Vec<ConfigProblem> {
         Vec::new()
@@ -87,7 +108,13 @@ impl PluginGuest for Probe {
 
 impl Guest for Probe {
     fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
-        Ok(TrafficSupport { weights: false, header_matches: false, cookie_matches: false, mirroring: false, note: "a probe".into() })
+        Ok(TrafficSupport {
+            weights: false,
+            header_matches: false,
+            cookie_matches: false,
+            mirroring: false,
+            note: "a probe".into(),
+        })
     }
     fn deploy(_config: String, _w: Workload) -> Result<(), PluginError> {
         Ok(())
@@ -95,12 +122,24 @@ impl Guest for Probe {
     fn set_traffic(_config: String, _app: String, _split: TrafficSplit) -> Result<(), PluginError> {
         Ok(())
     }
-    fn scale(_config: String, _app: String, _which: Slot, _replicas: u32) -> Result<(), PluginError> {
+    fn scale(
+        _config: String,
+        _app: String,
+        _which: Slot,
+        _replicas: u32,
+    ) -> Result<(), PluginError> {
         Ok(())
     }
     fn status(_config: String, app: String, _which: Slot) -> Result<WorkloadStatus, PluginError> {
-        let call: Call = serde_json::from_str(&app).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
-        Ok(WorkloadStatus { desired: 0, ready: 0, updated: 0, version: String::new(), message: run(call) })
+        let call: Call =
+            serde_json::from_str(&app).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+        Ok(WorkloadStatus {
+            desired: 0,
+            ready: 0,
+            updated: 0,
+            version: String::new(),
+            message: run(call),
+        })
     }
     fn promote(_config: String, _app: String) -> Result<(), PluginError> {
         Ok(())

@@ -48,7 +48,10 @@ impl AppState {
     pub fn apply(&mut self, call: &Call) {
         match call {
             Call::Deploy { version, replicas } => {
-                self.candidate = SlotState { version: version.clone(), replicas: *replicas };
+                self.candidate = SlotState {
+                    version: version.clone(),
+                    replicas: *replicas,
+                };
             }
             Call::SetTraffic(w) => self.weight = *w,
             Call::Scale { stable, replicas } => {
@@ -88,7 +91,10 @@ impl Call {
         match self {
             Call::Deploy { version, .. } => format!("deploy {version}"),
             Call::SetTraffic(w) => format!("set-traffic {w}"),
-            Call::Scale { stable, replicas } => format!("scale {} {replicas}", if *stable { "stable" } else { "candidate" }),
+            Call::Scale { stable, replicas } => format!(
+                "scale {} {replicas}",
+                if *stable { "stable" } else { "candidate" }
+            ),
             Call::Promote => "promote".into(),
             Call::Rollback => "rollback".into(),
             Call::Finalize => "finalize".into(),
@@ -112,12 +118,19 @@ fn path(cfg: &Config, app: &str) -> String {
 
 fn load(cfg: &Config, app: &str) -> Result<AppState, PluginError> {
     match std::fs::read_to_string(path(cfg, app)) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| PluginError::Internal(format!("corrupt state file: {e}"))),
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| PluginError::Internal(format!("corrupt state file: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AppState {
-            stable: SlotState { version: cfg.stable_version.clone(), replicas: 1 },
+            stable: SlotState {
+                version: cfg.stable_version.clone(),
+                replicas: 1,
+            },
             ..Default::default()
         }),
-        Err(e) => Err(PluginError::Unavailable(format!("cannot read {}: {e} (grant the directory writable)", path(cfg, app)))),
+        Err(e) => Err(PluginError::Unavailable(format!(
+            "cannot read {}: {e} (grant the directory writable)",
+            path(cfg, app)
+        ))),
     }
 }
 
@@ -125,15 +138,21 @@ fn load(cfg: &Config, app: &str) -> Result<AppState, PluginError> {
 fn save(cfg: &Config, app: &str, st: &AppState) -> Result<(), PluginError> {
     let p = path(cfg, app);
     let tmp = format!("{p}.tmp");
-    let text = serde_json::to_string_pretty(st).map_err(|e| PluginError::Internal(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(|e| PluginError::Unavailable(format!("cannot write {tmp}: {e}")))?;
-    std::fs::rename(&tmp, &p).map_err(|e| PluginError::Unavailable(format!("cannot rename {tmp}: {e}")))
+    let text =
+        serde_json::to_string_pretty(st).map_err(|e| PluginError::Internal(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .map_err(|e| PluginError::Unavailable(format!("cannot write {tmp}: {e}")))?;
+    std::fs::rename(&tmp, &p)
+        .map_err(|e| PluginError::Unavailable(format!("cannot rename {tmp}: {e}")))
 }
 
 fn mutate(config: &str, app: &str, call: Call) -> Result<(), PluginError> {
     let cfg: Config = parse_config(config)?;
     if cfg.fail.as_deref() == Some(call.name()) {
-        return Err(PluginError::Unavailable(format!("{} fails (configured with `fail`)", call.name())));
+        return Err(PluginError::Unavailable(format!(
+            "{} fails (configured with `fail`)",
+            call.name()
+        )));
     }
     let mut st = load(&cfg, app)?;
     st.calls.push(call.label());
@@ -145,7 +164,13 @@ struct FileTarget;
 
 impl PluginGuest for FileTarget {
     fn describe() -> PluginInfo {
-        info("file-target", "0.1.0", PluginRole::Target, "Keeps a rollout's state in a JSON file (tests)", "{}")
+        info(
+            "file-target",
+            "0.1.0",
+            PluginRole::Target,
+            "Keeps a rollout's state in a JSON file (tests)",
+            "{}",
+        )
     }
     fn validate_config(config: String) -> Vec<ConfigProblem> {
         validate_with::<Config>(&config)
@@ -155,7 +180,14 @@ impl PluginGuest for FileTarget {
 impl Guest for FileTarget {
     fn deploy(config: String, w: Workload) -> Result<(), PluginError> {
         let replicas = w.replicas;
-        mutate(&config, &w.app, Call::Deploy { version: w.version, replicas })
+        mutate(
+            &config,
+            &w.app,
+            Call::Deploy {
+                version: w.version,
+                replicas,
+            },
+        )
     }
     fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
         // Records weights only.
@@ -174,21 +206,39 @@ impl Guest for FileTarget {
         mutate(&config, &app, Call::SetTraffic(split.candidate_weight))
     }
     fn scale(config: String, app: String, which: Slot, replicas: u32) -> Result<(), PluginError> {
-        mutate(&config, &app, Call::Scale { stable: which == Slot::Stable, replicas })
+        mutate(
+            &config,
+            &app,
+            Call::Scale {
+                stable: which == Slot::Stable,
+                replicas,
+            },
+        )
     }
     fn status(config: String, app: String, which: Slot) -> Result<WorkloadStatus, PluginError> {
         let cfg: Config = parse_config(&config)?;
         let st = load(&cfg, &app)?;
         let (slot, ready) = match which {
             Slot::Stable => (&st.stable, st.stable.replicas),
-            Slot::Candidate => (&st.candidate, if cfg.never_ready { 0 } else { st.candidate.replicas }),
+            Slot::Candidate => (
+                &st.candidate,
+                if cfg.never_ready {
+                    0
+                } else {
+                    st.candidate.replicas
+                },
+            ),
         };
         Ok(WorkloadStatus {
             desired: slot.replicas,
             ready,
             updated: ready,
             version: slot.version.clone(),
-            message: if ready < slot.replicas { "candidate not ready (never_ready)".into() } else { String::new() },
+            message: if ready < slot.replicas {
+                "candidate not ready (never_ready)".into()
+            } else {
+                String::new()
+            },
         })
     }
     fn promote(config: String, app: String) -> Result<(), PluginError> {

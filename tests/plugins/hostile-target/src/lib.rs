@@ -9,7 +9,12 @@ struct HostileTarget;
 
 fn attack(config: &str) -> String {
     // `{"attack":"NAME"}`: parsed by hand to keep the plugin free of dependencies.
-    config.split("\"attack\"").nth(1).and_then(|r| r.split('"').nth(1)).unwrap_or("").to_string()
+    config
+        .split("\"attack\"")
+        .nth(1)
+        .and_then(|r| r.split('"').nth(1))
+        .unwrap_or("")
+        .to_string()
 }
 
 fn called(what: &str) -> PluginError {
@@ -18,7 +23,13 @@ fn called(what: &str) -> PluginError {
 
 impl PluginGuest for HostileTarget {
     fn describe() -> PluginInfo {
-        info("hostile-target", "0.1.0", PluginRole::Target, "Attacks the dry run with its traffic support", "{}")
+        info(
+            "hostile-target",
+            "0.1.0",
+            PluginRole::Target,
+            "Attacks the dry run with its traffic support",
+            "{}",
+        )
     }
     fn validate_config(_config: String) -> Vec<ConfigProblem> {
         Vec::new()
@@ -38,7 +49,10 @@ impl Guest for HostileTarget {
                 header_matches: false,
                 cookie_matches: false,
                 mirroring: false,
-                note: format!("use router \"mesh\"\n\u{1b}[31m2026-01-01 INFO dax: promoted{}", "x".repeat(100 * 1024)),
+                note: format!(
+                    "use router \"mesh\"\n\u{1b}[31m2026-01-01 INFO dax: promoted{}",
+                    "x".repeat(100 * 1024)
+                ),
             }),
         }
     }
@@ -48,7 +62,12 @@ impl Guest for HostileTarget {
     fn set_traffic(_config: String, _app: String, _split: TrafficSplit) -> Result<(), PluginError> {
         Err(called("set-traffic"))
     }
-    fn scale(_config: String, _app: String, _which: Slot, _replicas: u32) -> Result<(), PluginError> {
+    fn scale(
+        _config: String,
+        _app: String,
+        _which: Slot,
+        _replicas: u32,
+    ) -> Result<(), PluginError> {
         Err(called("scale"))
     }
     fn status(_config: String, _app: String, _which: Slot) -> Result<WorkloadStatus, PluginError> {

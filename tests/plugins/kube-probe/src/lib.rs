@@ -52,7 +52,11 @@ fn text(s: String) -> Value {
 }
 
 fn run(call: Call) -> String {
-    let of = KindRef { api_version: call.api_version.clone(), kind: call.kind.clone(), namespace: call.namespace.clone() };
+    let of = KindRef {
+        api_version: call.api_version.clone(),
+        kind: call.kind.clone(),
+        namespace: call.namespace.clone(),
+    };
     let body_text = || match &call.body {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -62,9 +66,14 @@ fn run(call: Call) -> String {
         "get-status" => kube::get_status(&of, &call.name).map(text),
         "list" => kube::list(
             &of,
-            &ListOptions { label_selector: call.body.as_str().map(str::to_string), field_selector: None },
+            &ListOptions {
+                label_selector: call.body.as_str().map(str::to_string),
+                field_selector: None,
+            },
         )
-        .map(|s| json!({ "bytes": s.len(), "items": text(s)["items"].as_array().map(|a| a.len()) })),
+        .map(
+            |s| json!({ "bytes": s.len(), "items": text(s)["items"].as_array().map(|a| a.len()) }),
+        ),
         "apply" => kube::apply(&body_text(), call.force).map(text),
         "patch-merge" => kube::patch(&of, &call.name, &PatchBody::Merge(body_text())).map(text),
         "patch-json" => kube::patch(&of, &call.name, &PatchBody::Json(body_text())).map(text),
@@ -76,14 +85,22 @@ fn run(call: Call) -> String {
                 Err(e) => json!({ "err": "http", "message": e }).to_string(),
             };
         }
-        other => return json!({ "err": "probe", "message": format!("unknown op {other}") }).to_string(),
+        other => {
+            return json!({ "err": "probe", "message": format!("unknown op {other}") }).to_string()
+        }
     };
     report(result)
 }
 
 impl PluginGuest for Probe {
     fn describe() -> PluginInfo {
-        info("kube-probe", "0.1.0", PluginRole::Target, "Makes the Kubernetes calls a test scripts", "{}")
+        info(
+            "kube-probe",
+            "0.1.0",
+            PluginRole::Target,
+            "Makes the Kubernetes calls a test scripts",
+            "{}",
+        )
     }
     fn validate_config(_config: String) -> Vec<ConfigProblem> {
         Vec::new()
@@ -92,7 +109,13 @@ impl PluginGuest for Probe {
 
 impl Guest for Probe {
     fn supported_traffic(_config: String) -> Result<TrafficSupport, PluginError> {
-        Ok(TrafficSupport { weights: false, header_matches: false, cookie_matches: false, mirroring: false, note: "a probe".into() })
+        Ok(TrafficSupport {
+            weights: false,
+            header_matches: false,
+            cookie_matches: false,
+            mirroring: false,
+            note: "a probe".into(),
+        })
     }
     fn deploy(_config: String, _w: Workload) -> Result<(), PluginError> {
         Ok(())
@@ -100,12 +123,24 @@ impl Guest for Probe {
     fn set_traffic(_config: String, _app: String, _split: TrafficSplit) -> Result<(), PluginError> {
         Ok(())
     }
-    fn scale(_config: String, _app: String, _which: Slot, _replicas: u32) -> Result<(), PluginError> {
+    fn scale(
+        _config: String,
+        _app: String,
+        _which: Slot,
+        _replicas: u32,
+    ) -> Result<(), PluginError> {
         Ok(())
     }
     fn status(_config: String, app: String, _which: Slot) -> Result<WorkloadStatus, PluginError> {
-        let call: Call = serde_json::from_str(&app).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
-        Ok(WorkloadStatus { desired: 0, ready: 0, updated: 0, version: String::new(), message: run(call) })
+        let call: Call =
+            serde_json::from_str(&app).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+        Ok(WorkloadStatus {
+            desired: 0,
+            ready: 0,
+            updated: 0,
+            version: String::new(),
+            message: run(call),
+        })
     }
     fn promote(_config: String, _app: String) -> Result<(), PluginError> {
         Ok(())
