@@ -390,11 +390,20 @@ async fn main() {
     for _ in 0..2_000 {
         wasm.run_query(&q).await.unwrap();
     }
-    // `DAX_BENCH_PROFILE=warm-call|cached-load perf record ...`: one loop, for a profiler.
+    // `DAX_BENCH_PROFILE=warm-call|bare-call|cached-load perf record ...`: one loop, for a
+    // profiler (`bare-call` is the floor's loop, to set beside `warm-call`'s profile).
     match std::env::var("DAX_BENCH_PROFILE").as_deref() {
         Ok("warm-call") => {
             for _ in 0..20_000_000 {
                 wasm.run_query(&q).await.unwrap();
+            }
+            return;
+        }
+        Ok("bare-call") => {
+            let component = Component::new(host.engine(), &rust).unwrap();
+            let mut bare = BareAsync::new(&host, &component).await;
+            for _ in 0..20_000_000 {
+                bare.call().await;
             }
             return;
         }
