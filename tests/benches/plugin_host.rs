@@ -60,6 +60,9 @@ fn query() -> MetricQuery {
     }
 }
 
+/// Calls in a `DAX_BENCH_PROFILE` loop.
+const PROFILE_CALLS: u32 = 20_000_000;
+
 /// Median of `rounds` rounds of `iters` calls each, per call.
 async fn per_call<F, Fut>(rounds: usize, iters: usize, mut f: F) -> Duration
 where
@@ -150,6 +153,10 @@ impl BareAsync {
     }
 
     async fn call(&mut self) {
+        // A CPU budget per call, as `dax` gives each call: without it the ticks of every call
+        // add up and a long loop ends in "cpu deadline".
+        self.store.data_mut().begin_call();
+        self.store.set_epoch_deadline(1);
         let answer = self
             .guest
             .call_run_query(&mut self.store, "{}", bare_query())
@@ -394,17 +401,21 @@ async fn main() {
     // profiler (`bare-call` is the floor's loop, to set beside `warm-call`'s profile).
     match std::env::var("DAX_BENCH_PROFILE").as_deref() {
         Ok("warm-call") => {
-            for _ in 0..20_000_000 {
+            let start = Instant::now();
+            for _ in 0..PROFILE_CALLS {
                 wasm.run_query(&q).await.unwrap();
             }
+            eprintln!("{} per call", fmt(start.elapsed() / PROFILE_CALLS));
             return;
         }
         Ok("bare-call") => {
             let component = Component::new(host.engine(), &rust).unwrap();
             let mut bare = BareAsync::new(&host, &component).await;
-            for _ in 0..20_000_000 {
+            let start = Instant::now();
+            for _ in 0..PROFILE_CALLS {
                 bare.call().await;
             }
+            eprintln!("{} per call", fmt(start.elapsed() / PROFILE_CALLS));
             return;
         }
         Ok("cached-load") => {
