@@ -795,12 +795,15 @@ fn print_report(o: &Opts, paths: &[(String, String, Cpu)], res: &Results) {
                 continue;
             }
             let n = med[p];
+            // Issue 14's target: at least nginx's throughput, p99 no worse than nginx's.
+            let met = d.0 >= n.0 && d.2 <= n.2;
             println!(
-                "dax / {name}: throughput {:.2}×, p50 {:.2}×, p99 {:.2}×, CPU/request {:.2}×",
+                "dax / {name}: throughput {:.2}×, p50 {:.2}×, p99 {:.2}×, CPU/request {:.2}× (target ≥ 1× and p99 ≤ 1×: {})",
                 d.0 / n.0,
                 d.1 / n.1,
                 d.2 / n.2,
-                d.3 / n.3
+                d.3 / n.3,
+                if met { "met" } else { "NOT met" }
             );
         }
     }
