@@ -173,7 +173,8 @@ impl Ledger {
                 self.reason = format!("promote failed: {e}");
             }
             (Step::Rollback(_), Outcome::Done) => {
-                progress = true;
+                // The first one: a strategy rolling back again and again is not progressing.
+                progress |= !self.rolled_back;
                 self.rolled_back = true;
                 self.promoted = false;
                 self.weight = 0;
