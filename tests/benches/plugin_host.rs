@@ -614,14 +614,15 @@ impl Table {
         );
         let mut missed = Vec::new();
         for (label, value, target) in &self.rows {
-            let (target, met) = match target {
-                Some((text, met)) => (*text, if *met { "yes" } else { "NO" }),
+            let (text, verdict) = match *target {
+                Some((text, true)) => (text, "yes"),
+                Some((text, false)) => {
+                    missed.push(format!("{} ({value}, target {text})", label.trim()));
+                    (text, "NO")
+                }
                 None => ("", ""),
             };
-            println!("{label:<52} {value:>12} {target:>10}  {met}");
-            if met == "NO" {
-                missed.push(format!("{} ({value}, target {target})", label.trim()));
-            }
+            println!("{label:<52} {value:>12} {text:>10}  {verdict}");
         }
         match missed.len() {
             0 => println!("every target met"),
