@@ -105,8 +105,8 @@ pub fn version_of(deployment: &Value, container: Option<&str>) -> String {
         .to_string()
 }
 
-/// A Deployment spec of `replicas`, `selector` and `template`, with the rollout settings of
-/// `from` carried over (the app's, so the primary rolls out as the app was set to).
+/// A Deployment spec of `replicas`, `selector` and `template`, with the rollout settings
+/// (`strategy`, `minReadySeconds`, ...) of the Deployment `from` carried over.
 pub fn deployment_spec(replicas: Value, selector: Value, template: Value, from: &Value) -> Value {
     let mut spec = json!({
         "replicas": replicas,
