@@ -3,7 +3,7 @@
 //! loopback port, one per test, killed (by pid) when dropped. Tests set AWS objects up and
 //! read them back with boto3 from the same venv, so every assertion comes from the API.
 
-use crate::{free_port, in_ci};
+use crate::in_ci;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -60,28 +60,47 @@ impl Moto {
         host_credentials();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
-        let port = free_port();
+        // Port 0: the server binds a port nobody else holds and prints it. A port picked here
+        // and passed in could be taken by another test's server before this one binds it,
+        // and the readiness probe would then reach that other server.
         let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting moto_server");
-        let moto = Moto {
+        let mut moto = Moto {
             child,
-            port,
+            port: 0,
             log,
             _dir: dir,
         };
         let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        moto.port = loop {
+            if let Some(port) = listening_port(&moto.log()) {
+                break port;
+            }
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!(
+                    "moto_server exited ({status}) before listening:\n{}",
+                    moto.log()
+                );
+            }
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "moto_server did not listen within 30s:\n{}",
                 moto.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while std::net::TcpStream::connect(("127.0.0.1", moto.port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "moto_server did not accept connections within 30s:\n{}",
+                moto.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
         Some(moto)
     }
@@ -119,6 +138,14 @@ impl Moto {
         let last = stdout.lines().last().unwrap_or("null");
         serde_json::from_str(last).unwrap_or_else(|e| panic!("`{last}` is not JSON: {e}"))
     }
+}
+
+/// The port of werkzeug's start-up line `* Running on http://127.0.0.1:PORT`.
+fn listening_port(log: &str) -> Option<u16> {
+    let rest =
+        &log[log.find("Running on http://127.0.0.1:")? + "Running on http://127.0.0.1:".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&port| port != 0)
 }
 
 impl Drop for Moto {
