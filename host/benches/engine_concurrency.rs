@@ -442,6 +442,21 @@ async fn run(n: usize, steps: u32, fsync: bool, startups: Option<usize>) -> Row 
             flush1.longest_us as f64 / 1000.0
         );
     }
+    // The journals of the finished deployments are written from the host log now (what
+    // `dax` does on its way out), before the state directory is deleted.
+    let checkpoint = Instant::now();
+    dax::state::checkpoint().unwrap();
+    eprintln!(
+        "  N={n}: the final checkpoint wrote every journal in {:.0} ms",
+        checkpoint.elapsed().as_secs_f64() * 1000.0
+    );
+    if flush1.checkpoints > flush0.checkpoints {
+        eprintln!(
+            "  N={n}: {} checkpoints of the host log during the run, {:.0} ms in all",
+            flush1.checkpoints - flush0.checkpoints,
+            (flush1.checkpoint_us - flush0.checkpoint_us) as f64 / 1000.0
+        );
+    }
     let wall_s = t0.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds() - cpu0;
     let rss_per_kib = (peak

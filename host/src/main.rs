@@ -60,5 +60,10 @@ fn main() {
     let code = runtime.block_on(dax::cli::main());
     // Don't wait for detached tasks (load generators, event hooks) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // Write the journals from the host log and delete it (nothing is lost without this:
+    // readers merge the log, and the next `dax` on the state directory adopts it).
+    if let Err(e) = dax::state::checkpoint() {
+        eprintln!("warning: {e:#}");
+    }
     std::process::exit(code);
 }

@@ -362,9 +362,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn summaries(state: &StateDir) -> anyhow::Result<Vec<Summary>> {
     Ok(state
-        .list()?
+        .read_all()?
         .into_iter()
-        .filter_map(|id| state.read(&id).ok().map(|r| Summary::from_records(&id, &r)))
+        .filter_map(|(id, records)| records.ok().map(|r| Summary::from_records(&id, &r)))
         .collect())
 }
 

@@ -1,60 +1,109 @@
-//! Group commit: the journals of many concurrent deployments become durable together.
+//! Group commit: the records of many concurrent deployments become durable together.
 //!
 //! An append hands its line to the journal thread and waits until the line is on disk before
 //! the engine acts on it. The thread works in *rounds*: it takes every append waiting at that
-//! moment, writes each line to its journal (one `write` per line), makes them all durable with
-//! one flush, and wakes them all. File I/O thus never runs on the async runtime's threads,
-//! where a `write` that waits for the filesystem's own journal commit would hold up every
-//! other deployment scheduled on that thread. With one deployment a round is the same
-//! single `fdatasync` as before; with 10,000 deployments appending 60,000 records a second,
-//! a round covers thousands of appends for the price of one flush instead of one each, which
-//! no disk could keep up with.
+//! moment, writes them to the host log (`host_log`, one `write` per round), makes the round
+//! durable with one `fdatasync` of that one file, and wakes them all. File I/O thus never runs
+//! on the async runtime's threads, and the disk sees one sequential write per round whether
+//! the round holds one deployment's record or the records of 10,000 deployments.
 //!
-//! The flush is `fdatasync` when a round holds one journal that already existed, and
-//! `syncfs(2)` (everything dirty on that filesystem, directory entries included) when it holds
-//! several journals or a newly created one. `syncfs` also flushes other programs' dirty data
-//! on the same filesystem, so a state directory on a busy disk makes rounds slower; put
-//! `--state-dir` on its own filesystem if that matters.
+//! Each line also goes to its deployment's journal file: as it comes while the process has at
+//! most `LIVE_JOURNALS` journals open (so `tail -f journal.jsonl` shows it), at the next
+//! *checkpoint* otherwise, because keeping thousands of files current costs the disk a random
+//! write per file (BENCHMARKS.md). A checkpoint runs when the log reaches `CHECKPOINT_BYTES`,
+//! when no journal has been open for `IDLE`, and when `dax` exits (`checkpoint`). Readers
+//! never wait for one: they merge the logs with the journal files.
 
-use std::fs::File;
-use std::io;
+use super::host_log::{HostLog, JournalTail};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-/// One append waiting for durability.
-struct Waiter {
-    file: Arc<File>,
+/// Journals written as their records come while at most this many are open.
+const LIVE_JOURNALS: usize = 64;
+/// A log this large is checkpointed even while deployments run.
+const CHECKPOINT_BYTES: u64 = 1 << 30;
+/// A log with no journal open for this long is checkpointed.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Journals open in this process.
+static OPEN_JOURNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one open journal while it lives.
+pub(super) struct OpenJournal(());
+
+impl OpenJournal {
+    pub(super) fn new() -> OpenJournal {
+        OPEN_JOURNALS.fetch_add(1, Ordering::Relaxed);
+        OpenJournal(())
+    }
+}
+
+impl Drop for OpenJournal {
+    fn drop(&mut self) {
+        OPEN_JOURNALS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One append waiting for the log.
+struct Append {
+    /// The state directory and the deployment.
+    root: Arc<Path>,
+    id: Arc<str>,
+    seq: u64,
     /// The record's line, newline included.
     line: Vec<u8>,
-    /// The filesystem the journal is on (`st_dev`).
-    device: u64,
-    /// The journal (or its directory entry) is new: flush the whole filesystem.
-    created: bool,
     /// Wait for the disk, or only for the write (see `Event::must_reach_disk`).
     flush: bool,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
-/// Queue `line` for `file`. Lines queued in one order are written in that order.
+enum Message {
+    Append(Append),
+    Checkpoint(mpsc::Sender<Result<(), String>>),
+}
+
+/// Queue record `seq`'s `line` for deployment `id` of state directory `root`. Lines queued
+/// in one order are written in that order.
 pub(super) fn submit(
-    file: Arc<File>,
-    device: u64,
-    created: bool,
+    root: Arc<Path>,
+    id: Arc<str>,
+    seq: u64,
     flush: bool,
     line: Vec<u8>,
 ) -> Pending {
     let (done, finished) = tokio::sync::oneshot::channel();
-    let sent = flusher().send(Waiter {
-        file,
+    let sent = flusher().send(Message::Append(Append {
+        root,
+        id,
+        seq,
         line,
-        device,
-        created,
         flush,
         done,
-    });
+    }));
     Pending {
         finished: sent.ok().map(|_| finished),
     }
+}
+
+/// Write every journal from the logs of this process, make them durable and delete the logs
+/// (see `host_log`). `dax` calls it on its way out; without it nothing is lost, readers merge
+/// the logs, and the next checkpoint on the state directory adopts them.
+pub fn checkpoint() -> anyhow::Result<()> {
+    let Some(flusher) = FLUSHER.get() else {
+        return Ok(());
+    };
+    let (reply, answer) = mpsc::channel();
+    if flusher.send(Message::Checkpoint(reply)).is_err() {
+        anyhow::bail!("the journal flush thread has stopped");
+    }
+    answer
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the journal flush thread has stopped"))?
+        .map_err(|e| anyhow::anyhow!("checkpointing the journals: {e}"))
 }
 
 /// A queued line.
@@ -76,13 +125,14 @@ impl Pending {
     }
 }
 
-fn flusher() -> &'static mpsc::Sender<Waiter> {
-    static SENDER: OnceLock<mpsc::Sender<Waiter>> = OnceLock::new();
-    SENDER.get_or_init(|| {
+static FLUSHER: OnceLock<mpsc::Sender<Message>> = OnceLock::new();
+
+fn flusher() -> &'static mpsc::Sender<Message> {
+    FLUSHER.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("dax-journal-flush".into())
-            .spawn(move || run_rounds(rx))
+            .spawn(move || Flusher::default().run(rx))
             .expect("cannot start the journal flush thread");
         tx
     })
@@ -95,6 +145,8 @@ pub struct FlushStats {
     pub appends: u64,
     pub busy_us: u64,
     pub longest_us: u64,
+    pub checkpoints: u64,
+    pub checkpoint_us: u64,
 }
 
 static STATS: std::sync::Mutex<FlushStats> = std::sync::Mutex::new(FlushStats {
@@ -102,6 +154,8 @@ static STATS: std::sync::Mutex<FlushStats> = std::sync::Mutex::new(FlushStats {
     appends: 0,
     busy_us: 0,
     longest_us: 0,
+    checkpoints: 0,
+    checkpoint_us: 0,
 });
 
 /// Rounds, appends covered and time spent flushing since the process started.
@@ -109,67 +163,181 @@ pub fn stats() -> FlushStats {
     *STATS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run_rounds(rx: mpsc::Receiver<Waiter>) {
-    while let Ok(first) = rx.recv() {
-        let mut round = vec![first];
-        round.extend(rx.try_iter());
+/// The journal thread's state: this process's log of each state directory it wrote to.
+#[derive(Default)]
+struct Flusher {
+    logs: Vec<HostLog>,
+}
+
+impl Flusher {
+    fn run(mut self, rx: mpsc::Receiver<Message>) {
+        loop {
+            let mut round = Vec::new();
+            let mut checkpoints = Vec::new();
+            match rx.recv_timeout(IDLE) {
+                Ok(Message::Append(a)) => round.push(a),
+                Ok(Message::Checkpoint(reply)) => checkpoints.push(reply),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let idle = OPEN_JOURNALS.load(Ordering::Relaxed) == 0;
+                    if idle && self.logs.iter().any(|l| !l.is_empty()) {
+                        self.checkpoint_logged();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            for message in rx.try_iter() {
+                match message {
+                    Message::Append(a) => round.push(a),
+                    Message::Checkpoint(reply) => checkpoints.push(reply),
+                }
+            }
+            if !round.is_empty() {
+                self.round(round);
+            }
+            if !checkpoints.is_empty() || self.logs.iter().any(|l| l.len >= CHECKPOINT_BYTES) {
+                let result = self.checkpoint().map_err(|e| format!("{e:#}"));
+                for reply in checkpoints {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        }
+    }
+
+    /// One round: log every append, flush once if any must reach the disk, wake them all.
+    fn round(&mut self, round: Vec<Append>) {
         let started = std::time::Instant::now();
-        // A line that cannot be written fails its own append; the flush covers the rest.
-        let mut written: Vec<Result<(), String>> = round
-            .iter()
-            .map(|w| {
-                use std::io::Write;
-                (&*w.file)
-                    .write_all(&w.line)
-                    .map_err(|e| format!("writing the journal: {e}"))
-            })
-            .collect();
-        // Appends that need no flush are done once written.
-        let (lazy, durable): (Vec<_>, Vec<_>) = round
-            .into_iter()
-            .zip(written.drain(..))
-            .partition(|(w, _)| !w.flush);
-        for (w, written) in lazy {
-            let _ = w.done.send(written);
+        let live = OPEN_JOURNALS.load(Ordering::Relaxed) <= LIVE_JOURNALS;
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); round.len()];
+        let mut durable = 0;
+        // Almost always one state directory; tests and embedders may use several.
+        let mut roots: Vec<&Arc<Path>> = Vec::new();
+        for a in &round {
+            if !roots
+                .iter()
+                .any(|r| Arc::ptr_eq(r, &a.root) || **r == a.root)
+            {
+                roots.push(&a.root);
+            }
         }
-        let (round, written): (Vec<Waiter>, Vec<_>) = durable.into_iter().unzip();
-        if round.is_empty() {
-            continue;
+        for root in roots {
+            let at = match self.logs.iter().position(|l| l.root() == &**root) {
+                Some(at) => at,
+                None => {
+                    self.logs.push(HostLog::new(root));
+                    self.logs.len() - 1
+                }
+            };
+            let log = &mut self.logs[at];
+            let mut bytes = Vec::new();
+            let mut flush = false;
+            let mine: Vec<usize> = (0..round.len())
+                .filter(|&i| *round[i].root == **root)
+                .collect();
+            for &i in &mine {
+                let a = &round[i];
+                // The journal is opened before its first line is logged: a journal that
+                // cannot be opened fails the append rather than leaving a gap in the file.
+                if !log.tails.contains_key(&*a.id) {
+                    match open_own_journal(root, &a.id, a.seq) {
+                        Ok(tail) => {
+                            log.tails.insert(a.id.to_string(), tail);
+                        }
+                        Err(e) => {
+                            results[i] = Err(format!("opening the journal: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                bytes.extend_from_slice(a.id.as_bytes());
+                bytes.push(b'\t');
+                bytes.extend_from_slice(&a.line);
+                flush |= a.flush;
+            }
+            let logged = log
+                .append(&bytes)
+                .and_then(|()| if flush { log.sync() } else { Ok(()) })
+                .map_err(|e| format!("writing the host log: {e}"));
+            for &i in &mine {
+                if results[i].is_ok() {
+                    results[i] = logged.clone();
+                }
+                durable += usize::from(round[i].flush);
+            }
+            if logged.is_err() {
+                continue;
+            }
+            if live {
+                // The log holds the line; the journal file is a view, so a failed write here
+                // is repaired by the next checkpoint and fails nothing now.
+                for &i in &mine {
+                    let a = &round[i];
+                    if let Some(tail) = log.tails.get_mut(&*a.id) {
+                        if tail.next_seq == a.seq && tail.file.write_all(&a.line).is_ok() {
+                            tail.next_seq = a.seq + 1;
+                        }
+                    }
+                }
+            }
         }
-        let flushed = flush(&round).map_err(|e| format!("flushing the journal: {e}"));
-        let took = started.elapsed().as_micros() as u64;
-        {
+        if durable > 0 {
+            let took = started.elapsed().as_micros() as u64;
             let mut s = STATS.lock().unwrap_or_else(|e| e.into_inner());
             s.rounds += 1;
-            s.appends += round.len() as u64;
+            s.appends += durable as u64;
             s.busy_us += took;
             s.longest_us = s.longest_us.max(took);
         }
-        for (w, written) in round.into_iter().zip(written) {
-            let _ = w.done.send(written.and(flushed.clone()));
+        for (a, result) in round.into_iter().zip(results) {
+            let _ = a.done.send(result);
         }
+    }
+
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let mut first_error = None;
+        for log in &mut self.logs {
+            if let Err(e) = log.checkpoint() {
+                tracing::warn!(
+                    "checkpoint of {}: {e:#} (the log is kept; readers still see every record)",
+                    log.root().display()
+                );
+                first_error.get_or_insert(e);
+            }
+        }
+        // Forget state directories that were deleted (tests, benchmarks).
+        self.logs.retain(|log| log.root().exists());
+        let mut s = STATS.lock().unwrap_or_else(|e| e.into_inner());
+        s.checkpoints += 1;
+        s.checkpoint_us += started.elapsed().as_micros() as u64;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// A checkpoint nobody waits for (idle); failures are logged by `checkpoint`.
+    fn checkpoint_logged(&mut self) {
+        let _ = self.checkpoint();
     }
 }
 
-fn flush(round: &[Waiter]) -> io::Result<()> {
-    let first = &round[0];
-    let one_existing_file = round
-        .iter()
-        .all(|w| !w.created && Arc::ptr_eq(&w.file, &first.file));
-    if one_existing_file {
-        return first.file.sync_data();
-    }
-    // Journals of one state directory share a filesystem, but a deployment folder may be a
-    // mount of its own: flush each distinct filesystem once.
-    let mut devices = Vec::new();
-    for w in round {
-        if !devices.contains(&w.device) {
-            devices.push(w.device);
-            nix::unistd::syncfs(&*w.file).map_err(io::Error::from)?;
-        }
-    }
-    Ok(())
+/// This process's own journal of deployment `id`, whose first line in the log is `seq`:
+/// `StateDir::create` and `StateDir::open` left the file holding every record before it.
+fn open_own_journal(root: &Path, id: &str, seq: u64) -> io::Result<JournalTail> {
+    let path = super::StateDir::new(root)
+        .deployment_dir(id)
+        .join("journal.jsonl");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(JournalTail {
+        file,
+        next_seq: seq,
+    })
 }
+
+/// Tests that count on when checkpoints run take turns.
+#[cfg(test)]
+pub(super) static TEST_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[cfg(test)]
 mod tests {
@@ -177,16 +345,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_waiters_share_rounds_and_all_succeed() {
+        let _serial = TEST_SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = Arc::from(dir.path());
         let mut tasks = Vec::new();
         for i in 0..200 {
-            let path = dir.path().join(format!("j{i}"));
+            std::fs::create_dir_all(dir.path().join(format!("deployments/j{i}"))).unwrap();
+            let root = root.clone();
             tasks.push(tokio::spawn(async move {
-                let file = Arc::new(File::create(&path).unwrap());
-                let device = std::os::unix::fs::MetadataExt::dev(&file.metadata().unwrap());
+                let id: Arc<str> = Arc::from(format!("j{i}"));
                 for n in 0..5 {
-                    let line = format!("{n}\n").into_bytes();
-                    submit(file.clone(), device, n == 0, true, line)
+                    let line = format!("{{\"seq\":{n}}}\n").into_bytes();
+                    submit(root.clone(), id.clone(), n, true, line)
                         .done()
                         .await
                         .unwrap();
@@ -196,9 +366,17 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+        checkpoint().unwrap();
         for i in 0..200 {
-            let text = std::fs::read_to_string(dir.path().join(format!("j{i}"))).unwrap();
-            assert_eq!(text, "0\n1\n2\n3\n4\n");
+            let text =
+                std::fs::read_to_string(dir.path().join(format!("deployments/j{i}/journal.jsonl")))
+                    .unwrap();
+            let seqs: String = (0..5).map(|n| format!("{{\"seq\":{n}}}\n")).collect();
+            assert_eq!(text, seqs);
         }
+        assert!(
+            !dir.path().join("log").read_dir().unwrap().any(|_| true),
+            "the checkpoint deleted the log"
+        );
     }
 }

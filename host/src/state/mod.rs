@@ -4,28 +4,31 @@
 //! deployment), `STATE_DIR/deployments/ID/control.jsonl` (appended by `dax promote` /
 //! `dax abort` from other processes) and `STATE_DIR/control-bell.jsonl` (one line per control
 //! record, naming the deployment, so that an engine watches one file rather than each of its
-//! deployments polling its own; see `engine::control`). `STATE_DIR` is `--state-dir`,
+//! deployments polling its own; see `engine::control`), and `STATE_DIR/log/` (the host logs,
+//! see below). `STATE_DIR` is `--state-dir`,
 //! else `$DAX_STATE_DIR`, else `~/.local/state/dax`.
 //!
-//! Why an fsync'd append-only JSON-lines file rather than an embedded database:
+//! Why fsync'd append-only JSON-lines files rather than an embedded database:
 //! - **simple**: one writer per deployment, appends only; no schema migrations, no
-//!   compaction, no locking between the thousands of deployments of one host;
+//!   locking between the thousands of deployments of one host;
 //! - **inspectable**: `cat`, `tail -f`, `jq` show exactly what the engine decided and did;
-//! - **crash-safe**: each record is one line written with a single `write` and then
-//!   `fdatasync`ed before the engine acts on it. A crash can only tear the *last* line; the
-//!   reader ignores a final line that has no newline or does not parse (the torn-last-line
-//!   rule) and the writer truncates it away before appending again. A bad line anywhere
-//!   else is corruption and is reported, never skipped.
+//! - **crash-safe**: each record is one line written with a single `write`, and the host log
+//!   holding it is `fdatasync`ed before the engine acts on it. A crash can only tear the
+//!   *last* line; the reader ignores a final line that has no newline or does not parse (the
+//!   torn-last-line rule) and the writer truncates it away before appending again. A bad line
+//!   anywhere else is corruption and is reported, never skipped.
 //!
-//! Concurrent deployments share flushes (`group_commit`): an append that precedes an action
-//! (`Event::must_reach_disk`) waits until its line is on disk, but one `syncfs` makes
-//! thousands of journals durable at once; the other appends wait only for their write.
+//! Records reach the disk through the host log (`host_log`): one sequential file per process
+//! that group commit (`group_commit`) flushes once for every record queued meanwhile. The
+//! journal files are written from it, as records come while a process has few journals
+//! open, at checkpoints otherwise; readers merge the logs with the journal files.
 //!
 //! Records are redacted (`config::secrets`) before they reach the disk, and the deployment
 //! file is stored as written (with `${env:..}` references, not their values).
 
 mod group_commit;
-pub use group_commit::{stats as flush_stats, FlushStats};
+mod host_log;
+pub use group_commit::{checkpoint, stats as flush_stats, FlushStats};
 
 use crate::config::secrets;
 use crate::contract::{FinalStatus, Outcome, Step, WorkloadStatus};
@@ -243,7 +246,8 @@ impl StateDir {
     pub fn create(&self, id: &str) -> anyhow::Result<Journal> {
         Self::check_id(id)?;
         let dir = self.deployment_dir(id);
-        if dir.join("journal.jsonl").exists() {
+        let path = dir.join("journal.jsonl");
+        if path.exists() {
             bail!(
                 "deployment `{id}` already exists in {}",
                 self.root.display()
@@ -251,46 +255,94 @@ impl StateDir {
         }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let journal = Journal::open_append(id, &dir, 0, self.durability)?;
-        // The first flush must also cover the new folder and file names.
-        journal.lock().fresh = true;
-        Ok(journal)
+        // Made durable by the host log's flushes (the records) and the next checkpoint (the
+        // names); readers find a deployment in either.
+        std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Journal::new(&self.root, id, 0, self.durability))
     }
 
-    /// Read a journal (torn-last-line rule applied) and open it for appending.
+    /// Read a journal (torn-last-line rule applied) and open it for appending. Records that
+    /// only a host log holds (the process that wrote them died before a checkpoint) are
+    /// written to the journal file first, so it holds everything before the next append.
     pub fn open(&self, id: &str) -> anyhow::Result<(Journal, Vec<Record>)> {
-        let (records, good_len) = self.read_with_len(id)?;
+        Self::check_id(id)?;
+        let logged = host_log::logged_records(&self.root, id)?;
         let path = self.deployment_dir(id).join("journal.jsonl");
-        // Drop a torn last line so the next append starts on a fresh line.
-        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-        if f.metadata()?.len() != good_len {
-            f.set_len(good_len)?;
-            f.sync_data()?;
+        if logged.is_empty() && !path.exists() {
+            return Err(self.no_such_deployment(id));
         }
-        let next = records.last().map(|r| r.seq + 1).unwrap_or(0);
-        let j = Journal::open_append(id, &self.deployment_dir(id), next, self.durability)?;
+        // Locked: a checkpoint adopting a dead process's log may write this journal too.
+        let mut tail = host_log::open_tail(&self.root, id)?;
+        for (record, line) in logged {
+            if record.seq >= tail.next_seq {
+                let mut line = line;
+                line.push(b'\n');
+                tail.file.write_all(&line)?;
+                tail.next_seq = record.seq + 1;
+            }
+        }
+        tail.file.sync_all()?;
+        std::fs::File::open(self.deployment_dir(id))?.sync_all()?;
+        let bytes = std::fs::read(&path)?;
+        let (records, _) =
+            parse_journal(&bytes).with_context(|| format!("journal {}", path.display()))?;
+        let j = Journal::new(&self.root, id, tail.next_seq, self.durability);
         Ok((j, records))
     }
 
     /// The records of a journal (read-only).
     pub fn read(&self, id: &str) -> anyhow::Result<Vec<Record>> {
-        Ok(self.read_with_len(id)?.0)
+        Self::check_id(id)?;
+        // Logs first: a checkpoint moves records from a log to the journal and then deletes
+        // the log, so reading in this order cannot miss a record that moved meanwhile.
+        let logged = host_log::logged_records(&self.root, id)?;
+        self.merged(id, logged)
     }
 
-    fn read_with_len(&self, id: &str) -> anyhow::Result<(Vec<Record>, u64)> {
-        Self::check_id(id)?;
+    fn no_such_deployment(&self, id: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "no deployment `{id}` in {} (see `dax history`, or pass --state-dir)",
+            self.root.display()
+        )
+    }
+
+    /// Every deployment's records, oldest deployment first, reading the logs once (what
+    /// `dax history` and `dax status` list). A journal that cannot be read is an `Err`.
+    pub fn read_all(&self) -> anyhow::Result<Vec<(String, anyhow::Result<Vec<Record>>)>> {
+        let mut logged = host_log::logged(&self.root, None)?;
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let records = self.merged(&id, logged.remove(&id).unwrap_or_default());
+                (id, records)
+            })
+            .collect())
+    }
+
+    /// `id`'s journal file (torn-last-line rule applied), followed by the `logged` records it
+    /// lacks.
+    fn merged(&self, id: &str, logged: Vec<(Record, Vec<u8>)>) -> anyhow::Result<Vec<Record>> {
         let path = self.deployment_dir(id).join("journal.jsonl");
-        let bytes = std::fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "no deployment `{id}` in {} (see `dax history`, or pass --state-dir)",
-                    self.root.display()
-                )
-            } else {
-                anyhow::anyhow!("cannot read {}: {e}", path.display())
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !logged.is_empty() => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.no_such_deployment(id))
             }
-        })?;
-        parse_journal(&bytes).with_context(|| format!("journal {}", path.display()))
+            Err(e) => bail!("cannot read {}: {e}", path.display()),
+        };
+        let (mut records, _) =
+            parse_journal(&bytes).with_context(|| format!("journal {}", path.display()))?;
+        let last = records.last().map(|r| r.seq);
+        records.extend(
+            logged
+                .into_iter()
+                .map(|(record, _)| record)
+                .filter(|r| last.is_none_or(|last| r.seq > last)),
+        );
+        Ok(records)
     }
 
     /// IDs of every deployment, oldest first.
@@ -309,6 +361,12 @@ impl StateDir {
                     .and_then(|m| m.created().or(m.modified()))
                     .ok();
                 out.push((created, e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        // A deployment whose folder a machine crash lost before a checkpoint wrote it.
+        for id in host_log::logged_ids(&self.root) {
+            if !out.iter().any(|(_, known)| *known == id) && Self::check_id(&id).is_ok() {
+                out.push((None, id));
             }
         }
         out.sort();
@@ -407,46 +465,34 @@ pub fn parse_journal(bytes: &[u8]) -> anyhow::Result<(Vec<Record>, u64)> {
 #[derive(Clone)]
 pub struct Journal {
     pub id: String,
-    inner: Arc<Mutex<JournalFile>>,
+    inner: Arc<Mutex<JournalState>>,
     durability: Durability,
 }
 
-struct JournalFile {
-    file: Arc<std::fs::File>,
-    /// `st_dev` of the file: group commit flushes each filesystem once.
-    device: u64,
+struct JournalState {
+    /// The state directory and the deployment, as the journal thread routes lines.
+    root: Arc<Path>,
+    id: Arc<str>,
     next_seq: u64,
-    /// Created and not yet flushed.
-    fresh: bool,
+    /// Counted while open: how many journals are open decides how they are written.
+    _open: group_commit::OpenJournal,
 }
 
 impl Journal {
-    fn open_append(
-        id: &str,
-        dir: &Path,
-        next_seq: u64,
-        durability: Durability,
-    ) -> anyhow::Result<Self> {
-        let path = dir.join("journal.jsonl");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let device = std::os::unix::fs::MetadataExt::dev(&file.metadata()?);
-        Ok(Journal {
+    fn new(root: &Path, id: &str, next_seq: u64, durability: Durability) -> Self {
+        Journal {
             id: id.to_string(),
-            inner: Arc::new(Mutex::new(JournalFile {
-                file: Arc::new(file),
-                device,
+            inner: Arc::new(Mutex::new(JournalState {
+                root: Arc::from(root),
+                id: Arc::from(id),
                 next_seq,
-                fresh: false,
+                _open: group_commit::OpenJournal::new(),
             })),
             durability,
-        })
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, JournalFile> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JournalState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -471,14 +517,9 @@ impl Journal {
             };
             line.push(b'\n');
             f.next_seq += 1;
-            // Queued under the lock, so lines reach the file in `seq` order.
-            let pending = group_commit::submit(
-                f.file.clone(),
-                f.device,
-                to_disk && std::mem::take(&mut f.fresh),
-                to_disk,
-                line,
-            );
+            // Queued under the lock, so lines reach the log in `seq` order.
+            let pending =
+                group_commit::submit(f.root.clone(), f.id.clone(), record.seq, to_disk, line);
             Ok((record, pending))
         })();
         let (record, pending) =
@@ -574,6 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_are_redacted_on_disk() {
+        let _serial = group_commit::TEST_SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
         secrets::register("hunter2-secret-token");
@@ -587,9 +629,124 @@ mod tests {
         )
         .await
         .unwrap();
+        // Neither the host log nor (after a checkpoint) the journal holds the secret.
+        let logged: String = host_log::log_files(dir.path())
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert!(logged.contains("token ***") && !logged.contains("hunter2"));
+        checkpoint().unwrap();
         let text = std::fs::read_to_string(sd.deployment_dir("d2").join("journal.jsonl")).unwrap();
         assert!(!text.contains("hunter2"));
         assert!(text.contains("token ***"));
+    }
+
+    fn paused(n: u64) -> Event {
+        Event::Paused {
+            n,
+            reason: format!("r{n}"),
+        }
+    }
+
+    /// A process died before a checkpoint: its log holds records its journal lacks, and a
+    /// folder it created may be missing. Readers see every record; `open` (`dax resume`)
+    /// writes them to the journal before appending; another process's checkpoint adopts the
+    /// log; a log held by a live process is left alone.
+    #[tokio::test]
+    async fn a_dead_process_log_is_read_resumed_and_adopted() {
+        let _serial = group_commit::TEST_SERIAL.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        // Open throughout, so no idle checkpoint adopts the log before the test does.
+        let _holder = sd.create("holder").unwrap();
+        let j = sd.create("kept").unwrap();
+        j.append(0, paused(0)).await.unwrap();
+        j.append(0, paused(1)).await.unwrap();
+        drop(j);
+        let line = |seq: u64| {
+            let record = Record {
+                seq,
+                ts: Utc::now(),
+                elapsed_ms: seq,
+                event: paused(seq),
+            };
+            serde_json::to_string(&record).unwrap()
+        };
+        let log = dir.path().join("log/1-1.jsonl");
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(
+            &log,
+            format!(
+                "kept\t{}\nkept\t{}\nlost\t{}\nkept\t{}\nlost\t{{\"seq\":1,\"ts",
+                line(0),
+                line(2),
+                line(0),
+                line(3)
+            ),
+        )
+        .unwrap();
+        let seqs = |records: Vec<Record>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(sd.read("kept").unwrap()), [0, 1, 2, 3]);
+        assert_eq!(
+            seqs(sd.read("lost").unwrap()),
+            [0],
+            "torn last line ignored"
+        );
+        assert_eq!(sd.list().unwrap(), ["lost", "holder", "kept"]);
+        // A live process's log is not adopted.
+        let held = std::fs::File::open(&log).unwrap();
+        held.lock().unwrap();
+        assert_eq!(host_log::adopt_orphans(dir.path(), None).unwrap(), 0);
+        drop(held);
+        let (j, records) = sd.open("kept").unwrap();
+        assert_eq!(seqs(records), [0, 1, 2, 3]);
+        assert_eq!(j.append(0, paused(4)).await.unwrap().seq, 4);
+        assert_eq!(host_log::adopt_orphans(dir.path(), None).unwrap(), 1);
+        assert!(!log.exists());
+        let text = std::fs::read(sd.deployment_dir("lost").join("journal.jsonl")).unwrap();
+        assert_eq!(seqs(parse_journal(&text).unwrap().0), [0]);
+        checkpoint().unwrap();
+        let text = std::fs::read(sd.deployment_dir("kept").join("journal.jsonl")).unwrap();
+        assert_eq!(seqs(parse_journal(&text).unwrap().0), [0, 1, 2, 3, 4]);
+    }
+
+    /// With more journals open than are kept live, lines reach the files at the checkpoint;
+    /// readers see them before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_open_journals_are_written_at_the_checkpoint() {
+        let _serial = group_commit::TEST_SERIAL.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        let journals: Vec<Journal> = (0..100)
+            .map(|i| sd.create(&format!("m{i}")).unwrap())
+            .collect();
+        for j in &journals {
+            j.append(0, paused(0)).await.unwrap();
+            j.append(0, paused(1)).await.unwrap();
+        }
+        let behind = (0..100)
+            .filter(|i| {
+                let path = sd.deployment_dir(&format!("m{i}")).join("journal.jsonl");
+                std::fs::read(path).unwrap().is_empty()
+            })
+            .count();
+        assert!(behind > 0, "some journals wait for the checkpoint");
+        for i in 0..100 {
+            assert_eq!(sd.read(&format!("m{i}")).unwrap().len(), 2);
+        }
+        checkpoint().unwrap();
+        for i in 0..100 {
+            let path = sd.deployment_dir(&format!("m{i}")).join("journal.jsonl");
+            assert_eq!(
+                parse_journal(&std::fs::read(path).unwrap())
+                    .unwrap()
+                    .0
+                    .len(),
+                2
+            );
+        }
+        assert!(host_log::log_files(dir.path()).is_empty());
+        drop(journals);
     }
 
     #[test]

@@ -1,0 +1,378 @@
+//! The host log: one append-only file per `dax` process and state directory, holding every
+//! journal record of that process's deployments in the order they were written.
+//!
+//! Why: a journal per deployment is what operators read, but making thousands of them durable
+//! every second costs a random write per file on every flush (BENCHMARKS.md, "What would hold
+//! on this disk"). One sequential log costs one write per flush, whatever the number of
+//! deployments. So the log is the durable record (group commit flushes it, and nothing else,
+//! before the engine acts), and the journals are its per-deployment views: written from the
+//! log as records come while a process runs few deployments, and at *checkpoints* otherwise.
+//! A checkpoint writes every record the journals lack, makes them durable (`syncfs`) and
+//! deletes the log.
+//!
+//! Layout: `STATE_DIR/log/PID-NANOS.jsonl`, lines `ID<TAB>JOURNAL-LINE`. The writing process
+//! holds an exclusive `flock` on its log; a log nobody holds is an orphan (its process died)
+//! and the next checkpoint of any process on that state directory adopts it: writes what its
+//! journals lack, syncs, deletes it. Readers (`dax status`, `dax resume`...) merge every log's
+//! records with the journal file's (`StateDir::read`), so nothing depends on a checkpoint
+//! having run. A crash can tear only the last line of a log, which readers ignore.
+
+use super::{parse_journal, Record};
+use anyhow::{bail, Context};
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// `STATE_DIR/log`.
+pub(super) fn log_dir(root: &Path) -> PathBuf {
+    root.join("log")
+}
+
+/// Every log file of a state directory (none if the folder does not exist).
+pub(super) fn log_files(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(log_dir(root)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Calls `each(id, journal_line_without_newline)` for every complete line of a log; a final
+/// line without a newline is a torn write (or one being written) and is skipped. A missing
+/// file (deleted by a checkpoint meanwhile) has no lines.
+fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(&str, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut line_no = 0;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(());
+        }
+        line_no += 1;
+        let body = &line[..line.len() - 1];
+        let Some(tab) = body.iter().position(|&b| b == b'\t') else {
+            bail!(
+                "{} line {line_no} is corrupt (no deployment id before a tab)",
+                path.display()
+            );
+        };
+        let id = std::str::from_utf8(&body[..tab]).with_context(|| {
+            format!(
+                "{} line {line_no} is corrupt (id not UTF-8)",
+                path.display()
+            )
+        })?;
+        each(id, &body[tab + 1..]).with_context(|| format!("{} line {line_no}", path.display()))?;
+    }
+}
+
+/// Deployment `id`'s records in every log of `root`, by `seq`, each once, with its line.
+pub(super) fn logged_records(root: &Path, id: &str) -> anyhow::Result<Vec<(Record, Vec<u8>)>> {
+    Ok(logged(root, Some(id))?.remove(id).unwrap_or_default())
+}
+
+/// The records in every log of `root` (of deployment `only`, or of all), by deployment, then
+/// by `seq`, each once, with its line.
+pub(super) fn logged(
+    root: &Path,
+    only: Option<&str>,
+) -> anyhow::Result<HashMap<String, Vec<(Record, Vec<u8>)>>> {
+    let mut found: HashMap<String, Vec<(Record, Vec<u8>)>> = HashMap::new();
+    for path in log_files(root) {
+        for_each_line(&path, |id, line| {
+            if only.is_none_or(|only| only == id) {
+                let record: Record = serde_json::from_slice(line)
+                    .map_err(|e| anyhow::anyhow!("is corrupt ({e})"))?;
+                found
+                    .entry(id.to_string())
+                    .or_default()
+                    .push((record, line.to_vec()));
+            }
+            Ok(())
+        })?;
+    }
+    for records in found.values_mut() {
+        records.sort_by_key(|(r, _)| r.seq);
+        records.dedup_by_key(|(r, _)| r.seq);
+    }
+    Ok(found)
+}
+
+/// The deployment ids that appear in any log of `root`.
+pub(super) fn logged_ids(root: &Path) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for path in log_files(root) {
+        let _ = for_each_line(&path, |id, _| {
+            if !ids.contains(id) {
+                ids.insert(id.to_string());
+            }
+            Ok(())
+        });
+    }
+    ids
+}
+
+/// The `seq` of a journal line. Records serialize `seq` first, so this usually reads the
+/// number after `{"seq":` without parsing the rest; a redacted record went through a JSON
+/// value, whose keys are sorted, and is parsed.
+fn seq_of(line: &[u8]) -> Option<u64> {
+    if let Some(rest) = line.strip_prefix(b"{\"seq\":") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(seq) = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse().ok())
+        {
+            return Some(seq);
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(line).ok().map(|s| s.seq)
+}
+
+/// This process's log of one state directory, as the flush thread writes it.
+pub(super) struct HostLog {
+    root: PathBuf,
+    /// Open while there is a log; the exclusive `flock` on it says its process is alive.
+    file: Option<(File, PathBuf)>,
+    /// Bytes in the log (what a size checkpoint looks at).
+    pub len: u64,
+    /// The log's directory entry is not on disk yet: the first flush syncs the folder too.
+    new_entry: bool,
+    /// The journals of the deployments in this log.
+    pub tails: Tails,
+}
+
+impl HostLog {
+    pub fn new(root: &Path) -> HostLog {
+        HostLog {
+            root: root.to_path_buf(),
+            file: None,
+            len: 0,
+            new_entry: false,
+            tails: Tails::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// Append `id<TAB>line` for each queued line (one `write`).
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            let dir = log_dir(&self.root);
+            std::fs::create_dir_all(&dir)?;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let path = dir.join(format!("{}-{nanos}.jsonl", std::process::id()));
+            let file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            file.lock()?;
+            self.file = Some((file, path));
+            self.new_entry = true;
+            self.len = 0;
+        }
+        let (file, _) = self.file.as_mut().expect("opened above");
+        file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Make everything appended so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        let Some((file, _)) = &self.file else {
+            return Ok(());
+        };
+        file.sync_data()?;
+        if std::mem::take(&mut self.new_entry) {
+            File::open(log_dir(&self.root))?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The log's path, if it exists.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(_, p)| p.as_path())
+    }
+
+    /// Write what the journals lack, make them durable and delete the log. Journals still
+    /// open go on from where they are: the next line for each opens its file again.
+    pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = self.path().map(Path::to_path_buf) {
+            // Every deployment in the log got its journal opened when its first line came.
+            replay(&path, &mut self.tails, &mut |id| {
+                bail!("no journal was opened for `{id}`")
+            })?;
+            sync_filesystems(&self.tails)?;
+            match std::fs::remove_file(&path) {
+                // The state directory itself was deleted: nothing left to keep.
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+            self.file = None;
+            self.len = 0;
+        }
+        self.tails.clear();
+        adopt_orphans(&self.root, None)?;
+        Ok(())
+    }
+}
+
+/// One journal file as the log's lines are written to it: the file and the first `seq` it
+/// lacks.
+pub(super) struct JournalTail {
+    pub file: File,
+    pub next_seq: u64,
+}
+
+/// The journals a log's lines go to, by deployment id.
+pub(super) type Tails = HashMap<String, JournalTail>;
+
+/// Write every line of the log at `path` that its journal lacks (`seq ≥ next_seq`), in
+/// order. A journal not in `tails` is opened with `open`; one that cannot be is skipped and
+/// named in the error, after the others were written.
+pub(super) fn replay(
+    path: &Path,
+    tails: &mut Tails,
+    open: &mut dyn FnMut(&str) -> anyhow::Result<JournalTail>,
+) -> anyhow::Result<()> {
+    let mut failed: Vec<String> = Vec::new();
+    for_each_line(path, |id, line| {
+        let Some(seq) = seq_of(line) else {
+            bail!("is corrupt (a journal line starts with its seq)");
+        };
+        if !tails.contains_key(id) {
+            match open(id) {
+                Ok(tail) => {
+                    tails.insert(id.to_string(), tail);
+                }
+                Err(e) => {
+                    if failed.len() < 5 && !failed.iter().any(|f| f.starts_with(id)) {
+                        failed.push(format!("{id}: {e:#}"));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let journal = tails.get_mut(id).expect("inserted above");
+        if seq >= journal.next_seq {
+            let mut bytes = Vec::with_capacity(line.len() + 1);
+            bytes.extend_from_slice(line);
+            bytes.push(b'\n');
+            journal
+                .file
+                .write_all(&bytes)
+                .with_context(|| format!("writing the journal of `{id}`"))?;
+            journal.next_seq = seq + 1;
+        }
+        Ok(())
+    })?;
+    if !failed.is_empty() {
+        bail!("journals not written: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Make the journals of `tails` durable, names included: one `syncfs` per filesystem.
+pub(super) fn sync_filesystems(tails: &Tails) -> io::Result<()> {
+    let mut devices = Vec::new();
+    for tail in tails.values() {
+        let device = std::os::unix::fs::MetadataExt::dev(&tail.file.metadata()?);
+        if !devices.contains(&device) {
+            devices.push(device);
+            nix::unistd::syncfs(&tail.file).map_err(io::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Open deployment `id`'s journal to add records from a log: created if missing, locked
+/// (`dax resume` of the same deployment takes the same lock), a torn last line cut off.
+pub(super) fn open_tail(root: &Path, id: &str) -> anyhow::Result<JournalTail> {
+    let dir = super::StateDir::new(root).deployment_dir(id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("journal.jsonl");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.lock()?;
+    let bytes = std::fs::read(&path)?;
+    let (records, good_len) =
+        parse_journal(&bytes).with_context(|| format!("journal {}", path.display()))?;
+    if good_len != bytes.len() as u64 {
+        file.set_len(good_len)?;
+    }
+    Ok(JournalTail {
+        file,
+        next_seq: records.last().map(|r| r.seq + 1).unwrap_or(0),
+    })
+}
+
+/// Adopt the logs of `root` whose process is gone: write what their journals lack, sync,
+/// delete them. `own` is this process's log, never adopted. Returns how many were adopted.
+pub(super) fn adopt_orphans(root: &Path, own: Option<&Path>) -> anyhow::Result<usize> {
+    let mut adopted = 0;
+    for path in log_files(root) {
+        if Some(path.as_path()) == own {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        // Held by a running process: not an orphan.
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let mut tails = Tails::new();
+        replay(&path, &mut tails, &mut |id| open_tail(root, id))
+            .with_context(|| format!("adopting {}", path.display()))?;
+        sync_filesystems(&tails)?;
+        std::fs::remove_file(&path)?;
+        adopted += 1;
+    }
+    Ok(adopted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_is_read_from_the_line_prefix() {
+        assert_eq!(seq_of(b"{\"seq\":42,\"ts\":1}"), Some(42));
+        assert_eq!(seq_of(b"{\"a\":\"x\",\"seq\":7}"), Some(7));
+        assert_eq!(seq_of(b"{\"ts\":1}"), None);
+    }
+}
