@@ -802,6 +802,18 @@ stepWeight = 10"#;
                 want,
                 "kill after {killed_at} lines"
             );
+            // The resume's exit checkpoint adopted the killed process's host log and retired
+            // its own: the journal file alone holds every record.
+            let logs: Vec<_> = std::fs::read_dir(w.state_dir().join("log"))
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(logs.is_empty(), "kill after {killed_at} lines: {logs:?}");
+            let bytes = std::fs::read(state.deployment_dir("k").join("journal.jsonl")).unwrap();
+            assert_eq!(
+                dax::state::parse_journal(&bytes).unwrap().0,
+                records,
+                "kill after {killed_at} lines"
+            );
             if !finished_before {
                 assert!(
                     records

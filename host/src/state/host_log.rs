@@ -84,8 +84,11 @@ fn for_each_line(
     }
 }
 
+/// A record from a log, with its line as written (without the newline).
+pub(super) type Logged = (Record, Vec<u8>);
+
 /// Deployment `id`'s records in every log of `root`, by `seq`, each once, with its line.
-pub(super) fn logged_records(root: &Path, id: &str) -> anyhow::Result<Vec<(Record, Vec<u8>)>> {
+pub(super) fn logged_records(root: &Path, id: &str) -> anyhow::Result<Vec<Logged>> {
     Ok(logged(root, Some(id))?.remove(id).unwrap_or_default())
 }
 
@@ -94,8 +97,8 @@ pub(super) fn logged_records(root: &Path, id: &str) -> anyhow::Result<Vec<(Recor
 pub(super) fn logged(
     root: &Path,
     only: Option<&str>,
-) -> anyhow::Result<HashMap<String, Vec<(Record, Vec<u8>)>>> {
-    let mut found: HashMap<String, Vec<(Record, Vec<u8>)>> = HashMap::new();
+) -> anyhow::Result<HashMap<String, Vec<Logged>>> {
+    let mut found: HashMap<String, Vec<Logged>> = HashMap::new();
     for path in log_files(root) {
         for_each_line(&path, |id, line| {
             if only.is_none_or(|only| only == id) {
@@ -150,6 +153,9 @@ fn seq_of(line: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Seq>(line).ok().map(|s| s.seq)
 }
 
+/// How far ahead a log reserves its disk blocks, at most (it starts at 1 MiB and doubles).
+const RESERVE: u64 = 64 << 20;
+
 /// This process's log of one state directory, as the flush thread writes it.
 pub(super) struct HostLog {
     root: PathBuf,
@@ -157,6 +163,8 @@ pub(super) struct HostLog {
     file: Option<(File, PathBuf)>,
     /// Bytes in the log (what a size checkpoint looks at).
     pub len: u64,
+    /// Bytes reserved on disk ahead of the writes (see `RESERVE`).
+    reserved: u64,
     /// The log's directory entry is not on disk yet: the first flush syncs the folder too.
     new_entry: bool,
     /// The journals of the deployments in this log.
@@ -169,6 +177,7 @@ impl HostLog {
             root: root.to_path_buf(),
             file: None,
             len: 0,
+            reserved: 0,
             new_entry: false,
             tails: Tails::new(),
         }
@@ -200,8 +209,17 @@ impl HostLog {
             self.file = Some((file, path));
             self.new_entry = true;
             self.len = 0;
+            self.reserved = 0;
         }
         let (file, _) = self.file.as_mut().expect("opened above");
+        if self.len + bytes.len() as u64 > self.reserved {
+            // Blocks reserved ahead, so a flush does not also allocate them (best effort: a
+            // filesystem without `fallocate` allocates as it goes).
+            let flags = nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            let step = self.reserved.clamp(1 << 20, RESERVE);
+            let _ = nix::fcntl::fallocate(&*file, flags, self.reserved as i64, step as i64);
+            self.reserved += step;
+        }
         file.write_all(bytes)?;
         self.len += bytes.len() as u64;
         Ok(())
@@ -227,17 +245,20 @@ impl HostLog {
     /// Write what the journals lack, make them durable and delete the log. Journals still
     /// open go on from where they are: the next line for each opens its file again.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if !self.root.exists() {
+            // The state directory was deleted (tests, benchmarks): nothing left to keep.
+            self.file = None;
+            self.tails.clear();
+            self.len = 0;
+            return Ok(());
+        }
         if let Some(path) = self.path().map(Path::to_path_buf) {
             // Every deployment in the log got its journal opened when its first line came.
             replay(&path, &mut self.tails, &mut |id| {
                 bail!("no journal was opened for `{id}`")
             })?;
-            sync_filesystems(&self.tails)?;
-            match std::fs::remove_file(&path) {
-                // The state directory itself was deleted: nothing left to keep.
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
+            make_durable(&self.root, &self.tails)?;
+            std::fs::remove_file(&path)?;
             self.file = None;
             self.len = 0;
         }
@@ -302,8 +323,23 @@ pub(super) fn replay(
     Ok(())
 }
 
-/// Make the journals of `tails` durable, names included: one `syncfs` per filesystem.
-pub(super) fn sync_filesystems(tails: &Tails) -> io::Result<()> {
+/// Up to this many journals, a checkpoint flushes each one (and its folder) rather than
+/// whole filesystems, which would also wait for every other program's writes.
+const FLUSH_EACH_UP_TO: usize = 64;
+
+/// Make the journals of `tails` (in state directory `root`) durable, names included.
+pub(super) fn make_durable(root: &Path, tails: &Tails) -> io::Result<()> {
+    if tails.len() <= FLUSH_EACH_UP_TO {
+        let state = super::StateDir::new(root);
+        for (id, tail) in tails {
+            tail.file.sync_data()?;
+            File::open(state.deployment_dir(id))?.sync_all()?;
+        }
+        if !tails.is_empty() {
+            File::open(root.join("deployments"))?.sync_all()?;
+        }
+        return Ok(());
+    }
     let mut devices = Vec::new();
     for tail in tails.values() {
         let device = std::os::unix::fs::MetadataExt::dev(&tail.file.metadata()?);
@@ -358,7 +394,7 @@ pub(super) fn adopt_orphans(root: &Path, own: Option<&Path>) -> anyhow::Result<u
         let mut tails = Tails::new();
         replay(&path, &mut tails, &mut |id| open_tail(root, id))
             .with_context(|| format!("adopting {}", path.display()))?;
-        sync_filesystems(&tails)?;
+        make_durable(root, &tails)?;
         std::fs::remove_file(&path)?;
         adopted += 1;
     }

@@ -323,7 +323,7 @@ impl StateDir {
 
     /// `id`'s journal file (torn-last-line rule applied), followed by the `logged` records it
     /// lacks.
-    fn merged(&self, id: &str, logged: Vec<(Record, Vec<u8>)>) -> anyhow::Result<Vec<Record>> {
+    fn merged(&self, id: &str, logged: Vec<host_log::Logged>) -> anyhow::Result<Vec<Record>> {
         let path = self.deployment_dir(id).join("journal.jsonl");
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
