@@ -201,11 +201,15 @@ impl HostLog {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default();
             let path = dir.join(format!("{}-{nanos}.jsonl", std::process::id()));
+            // Locked before it has the name readers and adopters look for, so no checkpoint
+            // of another process can take it for an orphan.
+            let creating = path.with_extension("creating");
             let file = std::fs::OpenOptions::new()
                 .create_new(true)
                 .append(true)
-                .open(&path)?;
+                .open(&creating)?;
             file.lock()?;
+            std::fs::rename(&creating, &path)?;
             self.file = Some((file, path));
             self.new_entry = true;
             self.len = 0;
