@@ -1,7 +1,9 @@
 //! A damaged journal: truncated, flipped bytes, deleted, duplicated and reordered records,
 //! records of another deployment, huge lines, numbers changed to extremes. Reading it
 //! (`parse_journal`, `StateDir::open`), folding it (`Summary`) and `Engine::resume` on it
-//! must end with an error or a report: never a panic, never a hang.
+//! must end with an error or a report: never a panic, never a hang. The same damage to a
+//! dead process's host log (`STATE_DIR/log/`, the records no journal file holds yet):
+//! `StateDir::read` and `open` agree, and `open` moves what it read into the journal.
 //!
 //! The journals damaged here are real: two deployments run once per test process by the
 //! engine with native plugins (one promoted, one rolled back), plus the seed corpus
@@ -265,6 +267,52 @@ fn check_open(bytes: &[u8]) {
     }
 }
 
+/// `bytes` (journal lines) as the host log of a process that died before writing any of
+/// them to deployment `victim`'s journal: each line behind `victim<TAB>`, no journal file.
+fn victim_log(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let mut text = Vec::new();
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        text.extend_from_slice(b"victim\t");
+        text.extend_from_slice(line);
+    }
+    std::fs::write(log.join("1-1.jsonl"), text).unwrap();
+    dir
+}
+
+/// Reading a damaged log names the file and line or gives records; `open` (a resume) gives
+/// the same records and writes them to the journal, whose file alone then reads the same.
+fn check_log(bytes: &[u8]) {
+    let dir = victim_log(bytes);
+    let state = StateDir::new(dir.path());
+    let read = state.read("victim");
+    if let Err(e) = &read {
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("1-1.jsonl line") || msg.contains("no deployment"),
+            "{msg}"
+        );
+    }
+    match state.open("victim") {
+        Ok((_journal, records)) => {
+            assert_eq!(Some(&records), read.as_ref().ok(), "open and read disagree");
+            let file = state.deployment_dir("victim").join("journal.jsonl");
+            let (in_file, _) = parse_journal(&std::fs::read(file).unwrap()).unwrap();
+            assert_eq!(
+                in_file, records,
+                "open wrote the logged records to the journal"
+            );
+            assert!(
+                !dir.path().join("log/1-1.jsonl").exists(),
+                "open adopted the dead process's log"
+            );
+        }
+        Err(_) => assert!(read.is_err(), "open failed on a log that reads"),
+    }
+}
+
 /// How long `dax resume` may take on a damaged journal whose rollout needs a few ms.
 const RESUME_LIMIT: Duration = Duration::from_secs(20);
 
@@ -328,6 +376,16 @@ proptest! {
             check_summary(&records);
         }
         check_open(&bytes);
+    }
+
+    #[test]
+    fn damaged_host_logs_read_and_reopen_alike(
+        promoted in any::<bool>(),
+        damages in proptest::collection::vec(damage(), 1..5),
+    ) {
+        let (a, b) = journals();
+        let (base, other) = if promoted { (a, b) } else { (b, a) };
+        check_log(&apply(base, other, &damages));
     }
 }
 

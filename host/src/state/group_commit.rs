@@ -32,19 +32,28 @@ const IDLE: Duration = Duration::from_secs(1);
 /// Journals open in this process.
 static OPEN_JOURNALS: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts one open journal while it lives.
-pub(super) struct OpenJournal(());
+/// Counts one open journal while it lives, and tells the journal thread when it closes.
+pub(super) struct OpenJournal {
+    root: Arc<Path>,
+    id: Arc<str>,
+}
 
 impl OpenJournal {
-    pub(super) fn new() -> OpenJournal {
+    pub(super) fn new(root: Arc<Path>, id: Arc<str>) -> OpenJournal {
         OPEN_JOURNALS.fetch_add(1, Ordering::Relaxed);
-        OpenJournal(())
+        OpenJournal { root, id }
     }
 }
 
 impl Drop for OpenJournal {
     fn drop(&mut self) {
         OPEN_JOURNALS.fetch_sub(1, Ordering::Relaxed);
+        if let Some(flusher) = FLUSHER.get() {
+            let _ = flusher.send(Message::Closed {
+                root: self.root.clone(),
+                id: self.id.clone(),
+            });
+        }
     }
 }
 
@@ -64,6 +73,11 @@ struct Append {
 enum Message {
     Append(Append),
     Checkpoint(mpsc::Sender<Result<(), String>>),
+    /// A journal was dropped: its file can be closed (the checkpoint opens it again).
+    Closed {
+        root: Arc<Path>,
+        id: Arc<str>,
+    },
 }
 
 /// Queue record `seq`'s `line` for deployment `id` of state directory `root`. Lines queued
@@ -174,9 +188,11 @@ impl Flusher {
         loop {
             let mut round = Vec::new();
             let mut checkpoints = Vec::new();
+            let mut closed = Vec::new();
             match rx.recv_timeout(IDLE) {
                 Ok(Message::Append(a)) => round.push(a),
                 Ok(Message::Checkpoint(reply)) => checkpoints.push(reply),
+                Ok(Message::Closed { root, id }) => self.close(&root, &id),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let idle = OPEN_JOURNALS.load(Ordering::Relaxed) == 0;
                     if idle && self.logs.iter().any(|l| !l.is_empty()) {
@@ -190,16 +206,31 @@ impl Flusher {
                 match message {
                     Message::Append(a) => round.push(a),
                     Message::Checkpoint(reply) => checkpoints.push(reply),
+                    // After this round's lines: a journal closes after its last append.
+                    Message::Closed { root, id } => closed.push((root, id)),
                 }
             }
             if !round.is_empty() {
                 self.round(round);
+            }
+            for (root, id) in closed {
+                self.close(&root, &id);
             }
             if !checkpoints.is_empty() || self.logs.iter().any(|l| l.len >= CHECKPOINT_BYTES) {
                 let result = self.checkpoint().map_err(|e| format!("{e:#}"));
                 for reply in checkpoints {
                     let _ = reply.send(result.clone());
                 }
+            }
+        }
+    }
+
+    /// Close the file of a journal that was dropped; its entry (where the file ends) stays
+    /// until the checkpoint.
+    fn close(&mut self, root: &Path, id: &str) {
+        if let Some(log) = self.logs.iter_mut().find(|l| l.root() == root) {
+            if let Some(tail) = log.tails.get_mut(id) {
+                tail.close();
             }
         }
     }
@@ -213,10 +244,7 @@ impl Flusher {
         // Almost always one state directory; tests and embedders may use several.
         let mut roots: Vec<&Arc<Path>> = Vec::new();
         for a in &round {
-            if !roots
-                .iter()
-                .any(|r| Arc::ptr_eq(r, &a.root) || **r == a.root)
-            {
+            if !roots.iter().any(|r| **r == a.root) {
                 roots.push(&a.root);
             }
         }
@@ -273,7 +301,9 @@ impl Flusher {
                 for &i in &mine {
                     let a = &round[i];
                     if let Some(tail) = log.tails.get_mut(&*a.id) {
-                        if tail.next_seq == a.seq && tail.file.write_all(&a.line).is_ok() {
+                        if tail.next_seq == a.seq
+                            && tail.file().and_then(|f| f.write_all(&a.line)).is_ok()
+                        {
                             tail.next_seq = a.seq + 1;
                         }
                     }
@@ -328,11 +358,8 @@ fn open_own_journal(root: &Path, id: &str, seq: u64) -> io::Result<JournalTail> 
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)?;
-    Ok(JournalTail {
-        file,
-        next_seq: seq,
-    })
+        .open(&path)?;
+    Ok(JournalTail::new(path, file, seq))
 }
 
 /// Tests that count on when checkpoints run take turns.

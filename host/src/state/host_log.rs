@@ -104,6 +104,7 @@ pub(super) fn logged(
             if only.is_none_or(|only| only == id) {
                 let record: Record = serde_json::from_slice(line)
                     .map_err(|e| anyhow::anyhow!("is corrupt ({e})"))?;
+                super::check_seq(&record).context("is corrupt")?;
                 found
                     .entry(id.to_string())
                     .or_default()
@@ -261,7 +262,7 @@ impl HostLog {
             replay(&path, &mut self.tails, &mut |id| {
                 bail!("no journal was opened for `{id}`")
             })?;
-            make_durable(&self.root, &self.tails)?;
+            make_durable(&self.root, &mut self.tails)?;
             std::fs::remove_file(&path)?;
             self.file = None;
             self.len = 0;
@@ -275,8 +276,34 @@ impl HostLog {
 /// One journal file as the log's lines are written to it: the file and the first `seq` it
 /// lacks.
 pub(super) struct JournalTail {
-    pub file: File,
+    path: PathBuf,
+    /// Open while the deployment's journal is; closed (`close`) when it is not, so a
+    /// long-running process does not keep a descriptor per deployment it ever ran.
+    file: Option<File>,
     pub next_seq: u64,
+}
+
+impl JournalTail {
+    pub fn new(path: PathBuf, file: File, next_seq: u64) -> JournalTail {
+        JournalTail {
+            path,
+            file: Some(file),
+            next_seq,
+        }
+    }
+
+    /// The journal file, opened again (to append) if it was closed.
+    pub fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            let file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    pub fn close(&mut self) {
+        self.file = None;
+    }
 }
 
 /// The journals a log's lines go to, by deployment id.
@@ -314,8 +341,8 @@ pub(super) fn replay(
             bytes.extend_from_slice(line);
             bytes.push(b'\n');
             journal
-                .file
-                .write_all(&bytes)
+                .file()
+                .and_then(|f| f.write_all(&bytes))
                 .with_context(|| format!("writing the journal of `{id}`"))?;
             journal.next_seq = seq + 1;
         }
@@ -332,11 +359,11 @@ pub(super) fn replay(
 const FLUSH_EACH_UP_TO: usize = 64;
 
 /// Make the journals of `tails` (in state directory `root`) durable, names included.
-pub(super) fn make_durable(root: &Path, tails: &Tails) -> io::Result<()> {
+pub(super) fn make_durable(root: &Path, tails: &mut Tails) -> io::Result<()> {
     if tails.len() <= FLUSH_EACH_UP_TO {
         let state = super::StateDir::new(root);
-        for (id, tail) in tails {
-            tail.file.sync_data()?;
+        for (id, tail) in tails.iter_mut() {
+            tail.file()?.sync_data()?;
             File::open(state.deployment_dir(id))?.sync_all()?;
         }
         if !tails.is_empty() {
@@ -344,12 +371,15 @@ pub(super) fn make_durable(root: &Path, tails: &Tails) -> io::Result<()> {
         }
         return Ok(());
     }
+    // Journals of one state directory share a filesystem, but a deployment folder may be a
+    // mount of its own: flush each distinct filesystem once.
     let mut devices = Vec::new();
     for tail in tails.values() {
-        let device = std::os::unix::fs::MetadataExt::dev(&tail.file.metadata()?);
+        let folder = File::open(tail.path.parent().unwrap_or(root))?;
+        let device = std::os::unix::fs::MetadataExt::dev(&folder.metadata()?);
         if !devices.contains(&device) {
             devices.push(device);
-            nix::unistd::syncfs(&tail.file).map_err(io::Error::from)?;
+            nix::unistd::syncfs(&folder).map_err(io::Error::from)?;
         }
     }
     Ok(())
@@ -374,10 +404,8 @@ pub(super) fn open_tail(root: &Path, id: &str) -> anyhow::Result<JournalTail> {
     if good_len != bytes.len() as u64 {
         file.set_len(good_len)?;
     }
-    Ok(JournalTail {
-        file,
-        next_seq: records.last().map(|r| r.seq + 1).unwrap_or(0),
-    })
+    let next_seq = records.last().map(|r| r.seq + 1).unwrap_or(0);
+    Ok(JournalTail::new(path, file, next_seq))
 }
 
 /// Adopt the logs of `root` whose process is gone: write what their journals lack, sync,
@@ -398,7 +426,7 @@ pub(super) fn adopt_orphans(root: &Path, own: Option<&Path>) -> anyhow::Result<u
         let mut tails = Tails::new();
         replay(&path, &mut tails, &mut |id| open_tail(root, id))
             .with_context(|| format!("adopting {}", path.display()))?;
-        make_durable(root, &tails)?;
+        make_durable(root, &mut tails)?;
         std::fs::remove_file(&path)?;
         adopted += 1;
     }

@@ -278,11 +278,11 @@ impl StateDir {
             if record.seq >= tail.next_seq {
                 let mut line = line;
                 line.push(b'\n');
-                tail.file.write_all(&line)?;
+                tail.file()?.write_all(&line)?;
                 tail.next_seq = record.seq + 1;
             }
         }
-        tail.file.sync_all()?;
+        tail.file()?.sync_all()?;
         std::fs::File::open(self.deployment_dir(id))?.sync_all()?;
         let bytes = std::fs::read(&path)?;
         let (records, _) =
@@ -443,14 +443,7 @@ pub fn parse_journal(bytes: &[u8]) -> anyhow::Result<(Vec<Record>, u64)> {
         let line = &bytes[pos..end];
         match serde_json::from_slice::<Record>(line) {
             Ok(r) => {
-                // `open` appends at seq + 1: a record at u64::MAX leaves no room (found by
-                // tests/fuzz: the addition overflowed).
-                if r.seq == u64::MAX {
-                    bail!(
-                        "line {line_no} is corrupt (seq {} leaves no number for another record)",
-                        r.seq
-                    );
-                }
+                check_seq(&r).with_context(|| format!("line {line_no} is corrupt"))?;
                 records.push(r);
                 good_len = (end + 1) as u64;
             }
@@ -464,6 +457,15 @@ pub fn parse_journal(bytes: &[u8]) -> anyhow::Result<(Vec<Record>, u64)> {
         pos = end + 1;
     }
     Ok((records, good_len))
+}
+
+/// `open` appends at seq + 1: a record at u64::MAX leaves no room (found by tests/fuzz: the
+/// addition overflowed).
+fn check_seq(record: &Record) -> anyhow::Result<()> {
+    if record.seq == u64::MAX {
+        bail!("seq {} leaves no number for another record", record.seq);
+    }
+    Ok(())
 }
 
 /// An open journal. Cheap to clone; appends are serialized.
@@ -491,7 +493,7 @@ impl Journal {
                 root: Arc::from(root),
                 id: Arc::from(id),
                 next_seq,
-                _open: group_commit::OpenJournal::new(),
+                _open: group_commit::OpenJournal::new(Arc::from(root), Arc::from(id)),
             })),
             durability,
         }
@@ -715,6 +717,42 @@ mod tests {
         checkpoint().unwrap();
         let text = std::fs::read(sd.deployment_dir("kept").join("journal.jsonl")).unwrap();
         assert_eq!(seqs(parse_journal(&text).unwrap().0), [0, 1, 2, 3, 4]);
+    }
+
+    /// A long-running process keeps no descriptor for a deployment whose journal it dropped:
+    /// the journal thread closes the file (a checkpoint opens it again to write).
+    #[tokio::test]
+    async fn dropped_journals_release_their_files() {
+        let _serial = group_commit::TEST_SERIAL.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        // Open throughout, so no idle checkpoint closes them instead.
+        let holder = sd.create("holder").unwrap();
+        holder.append(0, paused(0)).await.unwrap();
+        let open_files = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter(|target| {
+                    target.starts_with(dir.path().join("deployments"))
+                        && !target.starts_with(sd.deployment_dir("holder"))
+                })
+                .count()
+        };
+        for i in 0..5 {
+            let j = sd.create(&format!("r{i}")).unwrap();
+            j.append(0, paused(0)).await.unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        while open_files() > 0 && t0.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(open_files(), 0, "dropped journals' files are closed");
+        checkpoint().unwrap();
+        for i in 0..5 {
+            assert_eq!(sd.read(&format!("r{i}")).unwrap().len(), 1);
+        }
     }
 
     /// With more journals open than are kept live, lines reach the files at the checkpoint;
