@@ -225,7 +225,12 @@ impl HostLog {
             let _ = nix::fcntl::fallocate(&*file, flags, self.reserved as i64, step as i64);
             self.reserved += step;
         }
-        file.write_all(bytes)?;
+        if let Err(e) = file.write_all(bytes) {
+            // A partial write (disk full) is cut off, so the next round's lines do not run
+            // into it and corrupt the middle of the log.
+            let _ = file.set_len(self.len);
+            return Err(e);
+        }
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -250,13 +255,18 @@ impl HostLog {
     /// Write what the journals lack, make them durable and delete the log. Journals still
     /// open go on from where they are: the next line for each opens its file again.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
-        if !self.root.exists() {
+        let written = self.write_journals();
+        if written.is_err() && !self.root.exists() {
             // The state directory was deleted (tests, benchmarks): nothing left to keep.
             self.file = None;
             self.tails.clear();
             self.len = 0;
             return Ok(());
         }
+        written
+    }
+
+    fn write_journals(&mut self) -> anyhow::Result<()> {
         if let Some(path) = self.path().map(Path::to_path_buf) {
             // Every deployment in the log got its journal opened when its first line came.
             replay(&path, &mut self.tails, &mut |id| {

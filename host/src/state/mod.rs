@@ -566,6 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn append_read_and_torn_last_line() {
+        let _serial = group_commit::TEST_SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
         let j = sd.create("d1").unwrap();
