@@ -196,7 +196,8 @@ impl Flusher {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let idle = OPEN_JOURNALS.load(Ordering::Relaxed) == 0;
                     if idle && self.logs.iter().any(|l| !l.is_empty()) {
-                        self.checkpoint_logged();
+                        // Nobody waits for it; `checkpoint` logs a failure.
+                        let _ = self.checkpoint();
                     }
                     continue;
                 }
@@ -342,19 +343,12 @@ impl Flusher {
         s.checkpoint_us += started.elapsed().as_micros() as u64;
         first_error.map_or(Ok(()), Err)
     }
-
-    /// A checkpoint nobody waits for (idle); failures are logged by `checkpoint`.
-    fn checkpoint_logged(&mut self) {
-        let _ = self.checkpoint();
-    }
 }
 
 /// This process's own journal of deployment `id`, whose first line in the log is `seq`:
 /// `StateDir::create` and `StateDir::open` left the file holding every record before it.
 fn open_own_journal(root: &Path, id: &str, seq: u64) -> io::Result<JournalTail> {
-    let path = super::StateDir::new(root)
-        .deployment_dir(id)
-        .join("journal.jsonl");
+    let path = super::StateDir::new(root).journal_path(id);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

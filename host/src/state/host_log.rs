@@ -397,10 +397,12 @@ pub(super) fn make_durable(root: &Path, tails: &mut Tails) -> io::Result<()> {
 
 /// Open deployment `id`'s journal to add records from a log: created if missing, locked
 /// (`dax resume` of the same deployment takes the same lock), a torn last line cut off.
-pub(super) fn open_tail(root: &Path, id: &str) -> anyhow::Result<JournalTail> {
-    let dir = super::StateDir::new(root).deployment_dir(id);
+/// Returns it with the records it holds.
+pub(super) fn open_tail(root: &Path, id: &str) -> anyhow::Result<(JournalTail, Vec<Record>)> {
+    let state = super::StateDir::new(root);
+    let dir = state.deployment_dir(id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("journal.jsonl");
+    let path = state.journal_path(id);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
@@ -415,7 +417,7 @@ pub(super) fn open_tail(root: &Path, id: &str) -> anyhow::Result<JournalTail> {
         file.set_len(good_len)?;
     }
     let next_seq = records.last().map(|r| r.seq + 1).unwrap_or(0);
-    Ok(JournalTail::new(path, file, next_seq))
+    Ok((JournalTail::new(path, file, next_seq), records))
 }
 
 /// Adopt the logs of `root` whose process is gone: write what their journals lack, sync,
@@ -434,7 +436,7 @@ pub(super) fn adopt_orphans(root: &Path, own: Option<&Path>) -> anyhow::Result<u
             continue;
         }
         let mut tails = Tails::new();
-        replay(&path, &mut tails, &mut |id| open_tail(root, id))
+        replay(&path, &mut tails, &mut |id| Ok(open_tail(root, id)?.0))
             .with_context(|| format!("adopting {}", path.display()))?;
         make_durable(root, &mut tails)?;
         std::fs::remove_file(&path)?;

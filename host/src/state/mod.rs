@@ -230,6 +230,11 @@ impl StateDir {
         self.root.join("deployments").join(id)
     }
 
+    /// `STATE_DIR/deployments/ID/journal.jsonl`.
+    pub fn journal_path(&self, id: &str) -> PathBuf {
+        self.deployment_dir(id).join("journal.jsonl")
+    }
+
     fn check_id(id: &str) -> anyhow::Result<()> {
         if id.is_empty()
             || !id
@@ -246,7 +251,7 @@ impl StateDir {
     pub fn create(&self, id: &str) -> anyhow::Result<Journal> {
         Self::check_id(id)?;
         let dir = self.deployment_dir(id);
-        let path = dir.join("journal.jsonl");
+        let path = self.journal_path(id);
         if path.exists() {
             bail!(
                 "deployment `{id}` already exists in {}",
@@ -268,25 +273,22 @@ impl StateDir {
     pub fn open(&self, id: &str) -> anyhow::Result<(Journal, Vec<Record>)> {
         Self::check_id(id)?;
         let logged = host_log::logged_records(&self.root, id)?;
-        let path = self.deployment_dir(id).join("journal.jsonl");
-        if logged.is_empty() && !path.exists() {
+        if logged.is_empty() && !self.journal_path(id).exists() {
             return Err(self.no_such_deployment(id));
         }
         // Locked: a checkpoint adopting a dead process's log may write this journal too.
-        let mut tail = host_log::open_tail(&self.root, id)?;
+        let (mut tail, mut records) = host_log::open_tail(&self.root, id)?;
         for (record, line) in logged {
             if record.seq >= tail.next_seq {
                 let mut line = line;
                 line.push(b'\n');
                 tail.file()?.write_all(&line)?;
                 tail.next_seq = record.seq + 1;
+                records.push(record);
             }
         }
         tail.file()?.sync_all()?;
         std::fs::File::open(self.deployment_dir(id))?.sync_all()?;
-        let bytes = std::fs::read(&path)?;
-        let (records, _) =
-            parse_journal(&bytes).with_context(|| format!("journal {}", path.display()))?;
         let j = Journal::new(&self.root, id, tail.next_seq, self.durability);
         drop(tail);
         // A resume usually follows a crash: write the journals of any log its process left.
@@ -317,7 +319,7 @@ impl StateDir {
     pub fn read_all(&self) -> anyhow::Result<Vec<(String, anyhow::Result<Vec<Record>>)>> {
         let mut logged = host_log::logged(&self.root, None)?;
         Ok(self
-            .list()?
+            .listed(logged.keys().cloned())?
             .into_iter()
             .map(|id| {
                 let records = self.merged(&id, logged.remove(&id).unwrap_or_default());
@@ -329,7 +331,7 @@ impl StateDir {
     /// `id`'s journal file (torn-last-line rule applied), followed by the `logged` records it
     /// lacks.
     fn merged(&self, id: &str, logged: Vec<host_log::Logged>) -> anyhow::Result<Vec<Record>> {
-        let path = self.deployment_dir(id).join("journal.jsonl");
+        let path = self.journal_path(id);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !logged.is_empty() => Vec::new(),
@@ -352,12 +354,14 @@ impl StateDir {
 
     /// IDs of every deployment, oldest first.
     pub fn list(&self) -> anyhow::Result<Vec<String>> {
+        self.listed(host_log::logged_ids(&self.root))
+    }
+
+    /// The deployments with a folder, and those only the logs name (`logged`).
+    fn listed(&self, logged: impl IntoIterator<Item = String>) -> anyhow::Result<Vec<String>> {
         let dir = self.root.join("deployments");
         let mut out: Vec<(Option<std::time::SystemTime>, String)> = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        for e in entries.flatten() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if e.path().join("journal.jsonl").exists() {
                 let created = e
                     .path()
@@ -369,8 +373,10 @@ impl StateDir {
             }
         }
         // A deployment whose folder a machine crash lost before a checkpoint wrote it.
-        for id in host_log::logged_ids(&self.root) {
-            if !out.iter().any(|(_, known)| *known == id) && Self::check_id(&id).is_ok() {
+        let known: std::collections::HashSet<String> =
+            out.iter().map(|(_, id)| id.clone()).collect();
+        for id in logged {
+            if !known.contains(&id) && Self::check_id(&id).is_ok() {
                 out.push((None, id));
             }
         }
@@ -382,7 +388,7 @@ impl StateDir {
     pub fn send_control(&self, id: &str, action: ControlAction) -> anyhow::Result<()> {
         Self::check_id(id)?;
         let dir = self.deployment_dir(id);
-        if !dir.join("journal.jsonl").exists() {
+        if !self.journal_path(id).exists() {
             bail!(
                 "no deployment `{id}` in {} (see `dax history`)",
                 self.root.display()
@@ -701,6 +707,22 @@ mod tests {
             "torn last line ignored"
         );
         assert_eq!(sd.list().unwrap(), ["lost", "holder", "kept"]);
+        let listed: Vec<String> = sd
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            listed,
+            ["lost", "holder", "kept"],
+            "read_all lists as list does"
+        );
+        // Even with no `deployments` folder at all, the log's deployments are listed.
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(bare.path().join("log")).unwrap();
+        std::fs::copy(&log, bare.path().join("log/1-1.jsonl")).unwrap();
+        assert_eq!(StateDir::new(bare.path()).list().unwrap(), ["kept", "lost"]);
         // A live process's log is not adopted.
         let held = std::fs::File::open(&log).unwrap();
         held.lock().unwrap();
